@@ -1,0 +1,1 @@
+"""The indexer: scan -> decode -> embed -> store, incremental and resumable (see pipeline.py)."""

@@ -1,0 +1,71 @@
+"""The index directory and its per-video feature cache, shared by the indexer, search and the UI.
+
+    IDX/index.db                  SQLite metadata (db/)
+    IDX/vectors.faiss             clip descriptors (store.py); its header names the LiFT weights used
+    IDX/models/<hash>.safetensors LiFT weights, named by content hash
+    IDX/features/<hash>.npz       per video: decoded frame indices, backbone features, clip plans,
+                                  thumbnails; so nothing is ever decoded twice
+    IDX/indexer.lock              held by a running indexer
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .clips import ClipPlan, VideoInfo
+
+THUMB_HEIGHT = 96
+
+
+class IndexDir:
+    def __init__(self, root: str | Path):
+        self.root = Path(root).absolute()
+        self.db = self.root / "index.db"
+        self.vectors = self.root / "vectors.faiss"
+        self.models = self.root / "models"
+        self.features = self.root / "features"
+
+    def model_path(self, weights_hash: str) -> Path:
+        return self.models / f"{weights_hash}.safetensors"
+
+    def features_path(self, content_hash: str) -> Path:
+        return self.features / f"{content_hash}.npz"
+
+    def exists(self) -> bool:
+        return self.db.is_file()
+
+
+@dataclass
+class VideoFeatures:
+    info: VideoInfo
+    plans: list[ClipPlan]
+    frame_indices: np.ndarray  # (n,) sorted unique frame numbers
+    feats: np.ndarray          # (n, D) float32 backbone features of those frames
+    thumbs: np.ndarray         # (n_clips, h, w, 3) uint8: each clip's middle frame
+
+    def clip_sequences(self) -> np.ndarray:
+        """(n_clips, T, D): each clip's frames, gathered from the cached per-frame features."""
+        pos = {int(f): i for i, f in enumerate(self.frame_indices)}
+        rows = np.array([[pos[f] for f in p.frame_indices] for p in self.plans])  # (n_clips, T)
+        return self.feats[rows]
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp.npz")
+        meta = json.dumps({"info": asdict(self.info), "plans": [asdict(p) for p in self.plans]})
+        np.savez(tmp, frame_indices=self.frame_indices, feats=self.feats.astype(np.float32),
+                 thumbs=self.thumbs, meta=np.frombuffer(meta.encode(), np.uint8))
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: Path) -> "VideoFeatures":
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(z["meta"].tobytes())
+            plans = [ClipPlan(p["start_s"], p["end_s"], tuple(p["frame_indices"])) for p in meta["plans"]]
+            return cls(VideoInfo(**meta["info"]), plans, z["frame_indices"], z["feats"], z["thumbs"])

