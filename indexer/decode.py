@@ -16,7 +16,11 @@ with up to ``2 * workers`` videos in flight, that bounds the pool's memory.
 from __future__ import annotations
 
 import logging
-import multiprocessing as mp
+import socket
+import subprocess
+import sys
+from multiprocessing.connection import Connection
+from pathlib import Path
 import os
 import queue
 import signal
@@ -224,6 +228,12 @@ class _Config:
     test_hooks: bool
 
 
+def _worker_entry(fd: int) -> None:
+    """Entry point of a worker process: its end of the socket is `fd`; the first message is the config."""
+    conn = Connection(fd)
+    _worker_main(conn, conn.recv())
+
+
 def _worker_main(conn, cfg: _Config) -> None:
     """Worker loop: receive a path, relay its _stream; None or a closed pipe ends it."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
@@ -255,11 +265,18 @@ class _Worker:
         self.cfg, self.proc, self.conn, self.ready, self.tasks = cfg, None, None, False, 0
 
     def start(self) -> None:
-        ctx = mp.get_context("spawn")
-        self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_worker_main, args=(child, self.cfg), name="lift-decode", daemon=True)
-        self.proc.start()
+        """A fresh interpreter running only this module (not multiprocessing's spawn, which would
+        re-import the caller's __main__: a script, a notebook or stdin)."""
+        parent, child = socket.socketpair()
+        root = str(Path(__file__).resolve().parent.parent)
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", "import sys; from indexer.decode import _worker_entry; "
+             "_worker_entry(int(sys.argv[1]))", str(child.fileno())],
+            pass_fds=(child.fileno(),), stdin=subprocess.DEVNULL, env=env)
         child.close()
+        self.conn = Connection(parent.detach())
+        self.conn.send(self.cfg)
         self.ready, self.tasks = False, 0
 
     def stop(self, kill: bool = False) -> None:
@@ -268,18 +285,20 @@ class _Worker:
         if not kill:
             try:
                 self.conn.send(None)
-                self.proc.join(5)
-            except OSError:
+                self.proc.wait(5)
+            except (OSError, subprocess.TimeoutExpired):
                 pass
         self.proc.kill()  # no-op if it has exited
-        self.proc.join()
+        self.proc.wait()
         self.conn.close()
         self.proc = self.conn = None
 
     def death(self) -> str:
         """How the worker ended, e.g. "signal SIGSEGV"; stops it."""
-        self.proc.join(2)
-        code = self.proc.exitcode
+        try:
+            code = self.proc.wait(2)
+        except subprocess.TimeoutExpired:
+            code = None
         self.stop(kill=True)
         if code is not None and code < 0:
             name = signal.Signals(-code).name

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections import defaultdict
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -70,7 +69,7 @@ class IndexReport:
     repaired: dict = field(default_factory=dict)
     lift: dict = field(default_factory=dict)
     failures: list = field(default_factory=list)     # [{"path", "reason"}] of this run
-    stages: dict = field(default_factory=lambda: defaultdict(float))  # seconds per stage
+    stages: dict = field(default_factory=dict)  # seconds per stage
     seconds: float = 0.0
 
     def to_dict(self) -> dict:
@@ -89,7 +88,7 @@ class Runner:
         try:
             yield
         finally:
-            self.report.stages[name] += time.perf_counter() - start
+            self.report.stages[name] = self.report.stages.get(name, 0.0) + time.perf_counter() - start
 
 
 def default_lift(backbone: str) -> str:
@@ -275,7 +274,7 @@ def _extract_features(pending: list[Pending], idx: IndexDir, backbone, opts: Ind
             if decoded is None:
                 break
             p = by_path[decoded.path]
-            report.stages["decode (workers)"] += decoded.seconds
+            report.stages["decode (workers)"] = report.stages.get("decode (workers)", 0.0) + decoded.seconds
             if decoded.error or not decoded.plans:
                 _record_failure(sessions, p.file, decoded.error or "no clips (no frames)", report)
                 bar.update(1)

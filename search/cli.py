@@ -195,6 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--port", type=int, default=8501)
     sp.add_argument("--max-upload-mb", type=int, default=200)
 
+    from search.evaluate import add_eval_parser
+    add_eval_parser(sub, verb)
     return p
 
 

