@@ -55,6 +55,7 @@ from indexer.clips import Sampling, VideoInfo, plan_clips, union_indices  # noqa
 from indexer.pipeline import IndexOptions, run_index  # noqa: E402
 from indexer.synth import GROUPS, render_library  # noqa: E402
 from lift import LiftConfig, load_backbone  # noqa: E402
+from lift.backbones import LITE0_PREPROCESS, _lite0_model  # noqa: E402
 from lift.checkpoint import load_checkpoint  # noqa: E402
 from lift.train import TrainConfig, fit  # noqa: E402
 
@@ -191,9 +192,9 @@ def build_library(root: Path, quick: bool, footage: list[Path]) -> list[dict]:
 def make_lift(path: Path, feature_dim: int, latent_dim: int = 192) -> float:
     """Train a LiFT once on random sequences (weights are irrelevant to speed); returns seconds."""
     t0 = time.perf_counter()
-    seqs = np.random.default_rng(0).standard_normal((256, 16, feature_dim)).astype(np.float32)
+    seqs = np.random.default_rng(0).standard_normal((64, 16, feature_dim)).astype(np.float32)
     cfg = LiftConfig(feature_dim=feature_dim, latent_dim=latent_dim, backbone=BACKBONE, feature_norm=True)
-    model, _ = fit(seqs, cfg, TrainConfig(epochs=3, progress=False))
+    model, _ = fit(seqs, cfg, TrainConfig(epochs=2, progress=False))
     model.save(path)
     return time.perf_counter() - t0
 
@@ -226,9 +227,9 @@ class Naive:
     def run(self, paths: list[str], work: Path, lift: Path, keep: bool = False) -> dict:
         t0 = time.perf_counter()
         setup = time.perf_counter()
-        # the same weights as ours; a plain (contiguous) timm module, as the authors use it
-        backbone = load_backbone(BACKBONE, device="cpu")
-        model, cfg = backbone.model.to(memory_format=torch.contiguous_format).eval(), backbone.preprocess
+        # the same weights as ours, in the plain timm module as the authors use it (no batchnorm folding,
+        # NCHW input): lift.backbones builds it, then Backbone optimises it for inference
+        model, cfg = _lite0_model(None, pretrained=True).eval(), LITE0_PREPROCESS
         tf = T.Compose([T.Resize(cfg.resize, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(cfg.crop),
                         T.ToTensor(), T.Normalize(cfg.mean, cfg.std)])
         lift_model = load_checkpoint(lift).eval()
@@ -289,18 +290,23 @@ def _cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def agreement(ours: tuple[dict, dict], naive: dict, manifest: list[dict]) -> dict:
     kinds = {str(Path(e["path"]).absolute()): e["kind"] for e in manifest}
     per_kind: dict[str, dict[str, list]] = defaultdict(lambda: {"descriptor": [], "features": []})
+    per_video = []
     for path, d in naive["descriptors"].items():
         key = str(Path(path).absolute())
         od, of = ours[0][key], ours[1][key]
         assert od.shape == d.shape, (path, od.shape, d.shape)
-        per_kind[kinds[key]]["descriptor"] += _cos(od, d).tolist()
-        per_kind[kinds[key]]["features"] += _cos(of, naive["features"][path]).tolist()
+        dc, fc = _cos(od, d), _cos(of, naive["features"][path])
+        per_kind[kinds[key]]["descriptor"] += dc.tolist()
+        per_kind[kinds[key]]["features"] += fc.tolist()
+        per_video.append({"video": Path(path).name, "descriptor_cos_min": float(dc.min()),
+                          "features_cos_min": float(fc.min()), "features_cos_mean": float(fc.mean())})
     per_kind["all"] = {k: sum((v[k] for v in list(per_kind.values())), []) for k in ("descriptor", "features")}
     out = {}
     for kind, d in per_kind.items():
         out[kind] = {}
         for what, v in d.items():
             out[kind][f"{what}_cos_mean"], out[kind][f"{what}_cos_min"] = float(np.mean(v)), float(np.min(v))
+    out["worst_videos"] = sorted(per_video, key=lambda v: v["features_cos_min"])[:5]
     return out
 
 
@@ -450,7 +456,7 @@ def print_report(r: dict) -> None:
     if r["descriptor_agreement"]:
         rows = [[k, f"{v['descriptor_cos_mean']:.4f}", f"{v['descriptor_cos_min']:.4f}",
                  f"{v['features_cos_mean']:.4f}", f"{v['features_cos_min']:.4f}"]
-                for k, v in r["descriptor_agreement"].items()]
+                for k, v in r["descriptor_agreement"].items() if k != "worst_videos"]
         print(_table(rows, ["videos", "descriptor cos mean", "min", "frame-feature cos mean", "min"]))
 
 

@@ -121,9 +121,23 @@ def _scaled(width: int, height: int, short_side: int) -> tuple[int, int]:
 
 def _open(path: str, short_side: int):
     """Open ``path`` with decord decoding at the reduced size; returns (reader, VideoInfo)."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:  # a non-UTF-8 file name: decord refuses it and OpenCV segfaults on it,
+        fd = os.open(path, os.O_RDONLY)  # so both get the file through /proc/self/fd instead
+        try:
+            return _open_name(next((f"{d}/{fd}" for d in ("/proc/self/fd", "/dev/fd") if os.path.isdir(d)),
+                                   path), short_side, path)
+        finally:
+            os.close(fd)
+    return _open_name(path, short_side, path)
+
+
+def _open_name(name: str, short_side: int, path: str):
     import cv2
     from decord import VideoReader, cpu
 
+    path, original = name, path
     # The displayed size from the header alone (decord, like OpenCV, applies rotation metadata).
     cap = cv2.VideoCapture(path)
     width, height = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
@@ -135,7 +149,7 @@ def _open(path: str, short_side: int):
             out_w, out_h = _scaled(width, height, short_side)
             reader = VideoReader(path, ctx=cpu(0), width=out_w, height=out_h, num_threads=1)
     except Exception as e:  # decord raises RuntimeError / DECORDError carrying C++ log text
-        raise DecodeError(_explain(path, e)) from None
+        raise DecodeError(_explain(original, e)) from None
     if width * height > MAX_SOURCE_PIXELS:
         raise DecodeError(f"frame size {width}x{height} is beyond the {MAX_SOURCE_PIXELS}-pixel limit")
     return reader, VideoInfo(len(reader), float(reader.get_avg_fps()), width, height)

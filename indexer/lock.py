@@ -14,6 +14,15 @@ class IndexLocked(RuntimeError):
     pass
 
 
+def _describe(raw: bytes) -> str:
+    """'pid 123 on host h, since 2024-01-01 12:00:00' from the lock file's contents."""
+    try:
+        h = json.loads(raw)
+        return f"pid {h['pid']} on host {h['host']}, since {h['since']}"
+    except (ValueError, KeyError, TypeError):
+        return raw.decode(errors="replace").strip() or "holder unknown: it is still starting"
+
+
 class IndexLock:
     def __init__(self, index_dir: str | Path):
         self.path = Path(index_dir) / "indexer.lock"
@@ -25,19 +34,25 @@ class IndexLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "unknown process"
+            holder = _describe(os.pread(fd, 4096, 0))
             os.close(fd)
             raise IndexLocked(f"another indexer is running on {self.path.parent} ({holder}); "
                               f"wait for it to finish or stop it.") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                                  "since": time.strftime("%Y-%m-%d %H:%M:%S")}).encode(), 0)
+        try:  # who holds it, for the refusal message; the lock holds without it (e.g. a full disk)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                      "since": time.strftime("%Y-%m-%d %H:%M:%S")}).encode(), 0)
+        except OSError:
+            pass
         self.fd = fd
         return self
 
     def release(self) -> None:
         if self.fd is not None:
-            os.ftruncate(self.fd, 0)
+            try:
+                os.ftruncate(self.fd, 0)
+            except OSError:
+                pass
             fcntl.flock(self.fd, fcntl.LOCK_UN)
             os.close(self.fd)
             self.fd = None

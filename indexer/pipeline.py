@@ -6,6 +6,9 @@ written in checkpoints whose order lets `reconcile` repair any crash).
 """
 from __future__ import annotations
 
+import errno
+import hashlib
+import json
 import logging
 import os
 import time
@@ -16,12 +19,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
+from sqlalchemy.exc import OperationalError
 from tqdm.auto import tqdm
 
 from db import Clip, Failure, Video, get_setting, open_db, set_setting
 from lift import LiFT, LiftConfig, load_backbone
-from lift.checkpoint import download_official, load_checkpoint, weights_hash
+from lift.checkpoint import download_official, load_checkpoint
 from lift.train import TrainConfig, fit, resolve_device
 
 from .clips import Sampling
@@ -30,13 +34,26 @@ from .library import THUMB_HEIGHT, IndexDir, VideoFeatures
 from .lock import IndexLock
 from .reconcile import reconcile
 from .scan import ScannedFile, content_hash, scan
-from .store import VectorStore
+from .store import StoreError, VectorStore
+from .testpoint import enabled as _test_enabled
+from .testpoint import testpoint
 
 log = logging.getLogger(__name__)
 
 
 class IndexSettingsError(ValueError):
     """The index was built with other settings than the ones asked for."""
+
+
+class IndexWriteError(RuntimeError):
+    """The index folder cannot be written (disk full, read-only, no permission); the run stopped at its
+    last checkpoint, which is intact."""
+
+
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO, errno.EFBIG}
+# left behind by a run killed while writing one of them; removed by the next run, under the lock
+_TEMP_PATTERNS = ("vectors.faiss.tmp", "features/*.tmp.npz", "models/*.tmp", "models/incoming.safetensors",
+                  "*.part")
 
 
 @dataclass
@@ -97,37 +114,87 @@ def default_lift(backbone: str) -> str:
 
 def run_index(roots: list[str | Path], index_dir: str | Path, opts: IndexOptions = IndexOptions()) -> IndexReport:
     idx = IndexDir(index_dir)
-    idx.root.mkdir(parents=True, exist_ok=True)
     report, started = IndexReport(), time.perf_counter()
     run = Runner(report)
-    with IndexLock(idx.root):
-        sessions = open_db(idx.db, write=True)
-        _check_settings(sessions, opts, roots)
-        store = _open_store(idx, sessions)
-        report.repaired = reconcile(sessions, store)
-
-        with run.stage("scan"):
-            pending, gone = _plan_work(sessions, roots, report)
-        _remove_videos(sessions, store, idx, gone)
-
-        device = resolve_device(opts.device)
-        backbone = load_backbone(opts.backbone, device=device, weights=opts.backbone_weights)
-        ready = _extract_features(pending, idx, backbone, opts, sessions, run, report)
-
-        with run.stage("lift"):
-            model, model_hash = _resolve_model(idx, sessions, opts, backbone.dim, ready, report)
-        model = model.to(device)
-        if store.meta.get("lift_hash") != model_hash:
-            store = (_redescribe_all(sessions, idx, model, model_hash, store, run) if len(store)
-                     else VectorStore(model.descriptor_dim, store.kind, meta={"lift_hash": model_hash}))
-        _store_new(ready, sessions, idx, store, model, opts, run, report)
-        with sessions.begin() as s:
-            set_setting(s, "updated_at", time.strftime("%Y-%m-%d %H:%M:%S"))
-            report.videos_total = s.query(Video).count()
-            report.clips_total = s.query(Clip).count()
-        _collect_garbage(idx, model_hash)
+    try:
+        idx.root.mkdir(parents=True, exist_ok=True)
+        with IndexLock(idx.root):
+            try:
+                _run_locked(roots, idx, opts, report, run)
+            except (OSError, OperationalError) as e:
+                if _cannot_write(e, idx):
+                    _clean_temp(idx)
+                raise
+    except (OSError, OperationalError) as e:
+        if not _cannot_write(e, idx):
+            raise
+        why = e.strerror if isinstance(e, OSError) else str(e.orig)
+        raise IndexWriteError(
+            f"cannot write the index at {idx.root}: {why}. The run stopped; the index is as its last "
+            f"completed checkpoint left it, and searches keep working. Free some space or fix the "
+            f"permissions, then run again: finished work is not redone.") from e
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _run_locked(roots, idx: IndexDir, opts: IndexOptions, report: IndexReport, run: Runner) -> None:
+    testpoint("start")
+    _preflight_model(opts)  # before anything is written
+    _clean_temp(idx)
+    sessions = open_db(idx.db, write=True)
+    _check_settings(sessions, opts, roots)
+    store = _open_store(idx, sessions)
+    report.repaired = reconcile(sessions, store)
+    if report.repaired["removed_vectors"]:
+        store.save(idx.vectors)
+
+    with run.stage("scan"):
+        pending, gone = _plan_work(sessions, roots, report)
+    _remove_videos(sessions, store, idx, gone)
+
+    device = resolve_device(opts.device)
+    backbone = load_backbone(opts.backbone, device=device, weights=opts.backbone_weights)
+    ready = _extract_features(pending, idx, backbone, opts, sessions, run, report)
+
+    with run.stage("lift"):
+        model, model_hash = _resolve_model(idx, sessions, opts, backbone.dim, ready, report)
+    model = model.to(device)
+    if store.meta.get("lift_hash") != model_hash:
+        store = (_redescribe_all(sessions, idx, model, model_hash, store, run) if len(store)
+                 else VectorStore(model.descriptor_dim, store.kind, meta={"lift_hash": model_hash}))
+    _store_new(ready, sessions, idx, store, model, opts, run, report)
+    with sessions.begin() as s:
+        set_setting(s, "updated_at", time.strftime("%Y-%m-%d %H:%M:%S"))
+        report.videos_total = s.query(Video).count()
+        report.clips_total = s.query(Clip).count()
+    _collect_garbage(idx, model_hash)
+    testpoint("done")
+
+
+def _cannot_write(e: Exception, idx: IndexDir) -> bool:
+    """Is `e` the index folder refusing a write (full, read-only, no permission)?"""
+    if isinstance(e, OperationalError):
+        return any(m in str(e.orig) for m in ("disk is full", "readonly", "disk I/O", "unable to open"))
+    if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return True
+    where = e.filename
+    return e.errno in _WRITE_ERRNOS and (where is None or Path(os.fsdecode(where)).absolute().is_relative_to(idx.root))
+
+
+def _clean_temp(idx: IndexDir) -> None:
+    """Remove the temp files of an interrupted write (the caller holds the lock, so none is in use)."""
+    for pattern in _TEMP_PATTERNS:
+        for f in idx.root.glob(pattern):
+            try:
+                f.unlink(missing_ok=True)
+            except OSError as e:  # a read-only folder: nothing was written there either
+                log.warning("cannot remove %s: %s", f, e.strerror)
+
+
+def _preflight_model(opts: IndexOptions) -> None:
+    """A --lift PATH that cannot be used fails now, not after the hour of decoding it would follow."""
+    if opts.lift not in ("auto", "fit", "official"):
+        load_checkpoint(opts.lift)  # weights_only / safetensors: a hostile file is refused, never run
 
 
 # ---- settings and stores ----------------------------------------------------------------------
@@ -152,7 +219,11 @@ def _open_store(idx: IndexDir, sessions) -> VectorStore:
     with sessions() as s:
         dim = get_setting(s, "dim")
     if idx.vectors.exists() and dim is not None:
-        return VectorStore.load(idx.vectors, dim)
+        try:
+            return VectorStore.load(idx.vectors, dim)
+        except StoreError as e:  # never overwritten: it may be someone's file; the user decides
+            raise StoreError(f"{e} Move it away and run again: the vectors are rebuilt from the "
+                             f"cached features, nothing is decoded again.") from None
     return VectorStore(dim or 0)
 
 
@@ -167,7 +238,7 @@ class Pending:
 def _plan_work(sessions, roots: list, report: IndexReport):
     files = scan(roots)
     roots = {str(Path(r).absolute()) for r in roots}
-    pending, gone = [], []
+    pending, gone, unreadable = [], [], []
     with sessions.begin() as s:
         known = {v.path: v for v in s.scalars(select(Video))}
         failed = {f.path: f for f in s.scalars(select(Failure))}
@@ -186,7 +257,11 @@ def _plan_work(sessions, roots: list, report: IndexReport):
                 continue
             if bad is not None and bad.size == f.size and bad.mtime == f.mtime:
                 continue  # failed before and unchanged since: not tried again
-            digest = content_hash(f.path) if f.size > 0 else None
+            try:
+                digest = content_hash(f.path) if f.size > 0 else None
+            except OSError as e:  # unreadable (permissions, I/O error): recorded below, the run goes on
+                unreadable.append((f, f"unreadable file: {e.strerror}"))
+                continue
             if v is not None and digest == v.content_hash:
                 v.size, v.mtime = f.size, f.mtime  # touched, not changed
                 report.unchanged += 1
@@ -197,6 +272,8 @@ def _plan_work(sessions, roots: list, report: IndexReport):
             else:
                 report.new += 1
             pending.append(Pending(f, digest, v.id if v else None))
+    for f, reason in unreadable:
+        _record_failure(sessions, f, reason, report)
     return pending, gone
 
 
@@ -207,6 +284,7 @@ def _remove_videos(sessions, store: VectorStore, idx: IndexDir, video_ids: list[
         clip_ids = list(s.scalars(select(Clip.id).where(Clip.video_id.in_(video_ids))))
     if store.remove(clip_ids):  # vectors first, then rows: a crash in between is repaired
         store.save(idx.vectors)
+    testpoint("removed-vectors")
     with sessions.begin() as s:
         s.execute(delete(Clip).where(Clip.video_id.in_(video_ids)))
         s.execute(delete(Video).where(Video.id.in_(video_ids)))
@@ -251,22 +329,22 @@ def _extract_features(pending: list[Pending], idx: IndexDir, backbone, opts: Ind
     batch: list = []
 
     def flush():
-        with run.stage("backbone"):
-            feats = backbone.encode_frames(np.concatenate([d.frames for d, _ in batch]))
+        with run.stage("backbone"):  # one call per video: its features must not depend on which other
+            # videos share the batch (they differ by ~1e-5 otherwise), or a resumed run would differ
+            feats = [backbone.encode_frames(d.frames) for d, _ in batch]
         with run.stage("cache"):
-            start = 0
-            for decoded, p in batch:
-                n = len(decoded.frames)
-                VideoFeatures(decoded.info, decoded.plans, decoded.frame_indices, feats[start:start + n],
+            for (decoded, p), f in zip(batch, feats):
+                VideoFeatures(decoded.info, decoded.plans, decoded.frame_indices, f,
                               _thumbs(decoded.frames, decoded.frame_indices, decoded.plans)
                               ).save(idx.features_path(p.content_hash))
-                start += n
                 ready.append(p)
+                testpoint("feature-cached")
         bar.update(len(batch))
         batch.clear()
 
     with DecodePool(workers=opts.workers, timeout_s=opts.timeout_s, short_side=backbone.preprocess.resize,
-                    sampling=opts.sampling) as pool:
+                    sampling=opts.sampling, _test_hooks=_test_enabled("decoder")) as pool:
+        testpoint("decode-start")
         results = pool.imap([p.file.path for p in todo])
         while True:
             with run.stage("decode (waiting)"):
@@ -307,6 +385,7 @@ def _resolve_model(idx: IndexDir, sessions, opts: IndexOptions, feature_dim: int
                          feature_norm=True)
         log.info("training a LiFT (d=%d) on %d clips of this library", opts.latent_dim, len(seqs))
         tc = TrainConfig(**{**asdict(opts.train), "device": resolve_device(opts.device)})
+        testpoint("fit-start")
         model, _ = fit(seqs, cfg, tc)
     else:
         model = load_checkpoint(download_official() if spec == "official" else spec)
@@ -315,14 +394,27 @@ def _resolve_model(idx: IndexDir, sessions, opts: IndexOptions, feature_dim: int
         raise IndexSettingsError(f"the LiFT model reads {model.config.feature_dim}-d features but backbone "
                                  f"{opts.backbone} gives {feature_dim}-d: pick the matching --backbone.")
     tmp = model.save(idx.models / "incoming.safetensors")
-    digest = weights_hash(tmp)
+    digest = model_digest(model)
     os.replace(tmp, idx.model_path(digest))
+    testpoint("model-saved")
     report.lift = {"spec": spec, "hash": digest, "latent_dim": model.config.latent_dim,
                    "provenance": model.config.provenance}
     with sessions.begin() as s:
         set_setting(s, "lift", report.lift)
         set_setting(s, "dim", model.descriptor_dim)
     return model, digest
+
+
+def model_digest(model: LiFT) -> str:
+    """Names a LiFT by its weights and architecture only, not its provenance (which holds the training
+    time): a rerun that trains the same weights again gives the same name."""
+    h = hashlib.sha256(json.dumps({k: v for k, v in asdict(model.config).items() if k != "provenance"},
+                                  sort_keys=True).encode())
+    for k, v in sorted(model.state_dict().items()):
+        t = v.detach().cpu().contiguous()
+        h.update(f"{k}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def _library_sequences(idx: IndexDir, sessions, ready: list[Pending]) -> np.ndarray:
@@ -352,6 +444,9 @@ def _store_new(ready: list[Pending], sessions, idx: IndexDir, store: VectorStore
             vectors = describe(model, np.concatenate([vf.clip_sequences() for _, vf in items]))
         with run.stage("store"):
             with sessions.begin() as s:  # database first ...
+                # clip ids are never reused (a search engine opened earlier still holds the vectors of
+                # deleted clips under their ids): they continue from the highest ever given out
+                next_id = max(get_setting(s, "next_clip_id", 1), (s.scalar(select(func.max(Clip.id))) or 0) + 1)
                 videos = []
                 for p, vf in items:
                     s.execute(delete(Failure).where(Failure.path == p.file.path))
@@ -359,19 +454,37 @@ def _store_new(ready: list[Pending], sessions, idx: IndexDir, store: VectorStore
                               content_hash=p.content_hash, n_frames=vf.info.n_frames, fps=vf.info.fps,
                               width=vf.info.width, height=vf.info.height,
                               features=str(idx.features_path(p.content_hash).relative_to(idx.root)))
-                    v.clips = [Clip(ordinal=j, start_s=c.start_s, end_s=c.end_s,
+                    v.clips = [Clip(id=next_id + j, ordinal=j, start_s=c.start_s, end_s=c.end_s,
                                     frame_indices=list(c.frame_indices)) for j, c in enumerate(vf.plans)]
+                    next_id += len(v.clips)
                     s.add(v)
                     videos.append(v)
                 s.flush()
                 ids = [c.id for v in videos for c in v.clips]  # the vectors' order
+                set_setting(s, "next_clip_id", next_id)
+            testpoint("db-committed")
             store.add(ids, vectors)  # ... then the vectors
-            store.save(idx.vectors)
+            try:
+                store.save(idx.vectors)
+            except BaseException:  # e.g. disk full: take the rows back, so the index stays as it was
+                store.remove(ids)
+                _undo_videos(sessions, [v.id for v in videos])
+                raise
+            testpoint("faiss-saved")
         report.clips_added += len(ids)
         bar.update(len(chunk))
     bar.close()
     if not idx.vectors.exists():
         store.save(idx.vectors)
+
+
+def _undo_videos(sessions, video_ids: list[int]) -> None:
+    try:
+        with sessions.begin() as s:
+            s.execute(delete(Clip).where(Clip.video_id.in_(video_ids)))
+            s.execute(delete(Video).where(Video.id.in_(video_ids)))
+    except Exception as e:  # reconcile re-queues them at the next run or search
+        log.warning("could not take back %d video rows (%s); the next run repairs it", len(video_ids), e)
 
 
 def _redescribe_all(sessions, idx: IndexDir, model: LiFT, model_hash: str, old: VectorStore, run: Runner):

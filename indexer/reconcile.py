@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from db import Clip, Video
 
 from .store import VectorStore
+from .testpoint import testpoint
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,7 @@ def reconcile(sessions: sessionmaker, store: VectorStore) -> dict:
             orphans = np.union1d(orphans, np.intersect1d(np.asarray(other, np.int64), store.ids()))
             s.execute(delete(Clip).where(Clip.video_id.in_(videos)))
             s.execute(delete(Video).where(Video.id.in_(videos)))
+    testpoint("reconciled-db")
     removed = store.remove(orphans) if len(orphans) else 0
     if len(videos) or removed:
         log.warning("repaired the index after an interrupted run: re-queued %d video(s), "

@@ -15,6 +15,8 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from .testpoint import testpoint
+
 MAGIC = b"LIFTSEARCH-FAISS\n"
 FORMAT = 1
 
@@ -84,12 +86,20 @@ class VectorStore:
         header = json.dumps({"format": FORMAT, "dim": self.dim, "kind": self.kind, "count": len(self),
                              "meta": self.meta, "sha256": hashlib.sha256(payload).hexdigest()}).encode()
         tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as f:
-            f.write(MAGIC + len(header).to_bytes(8, "little") + header)
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        tmp.unlink(missing_ok=True)  # a leftover (or a planted link) is never written through
+        try:
+            with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644), "wb") as f:
+                f.write(MAGIC + len(header).to_bytes(8, "little") + header)
+                f.write(payload[:len(payload) // 2])
+                f.flush()
+                testpoint("faiss-write")  # tests crash here: half a file written
+                f.write(payload[len(payload) // 2:])
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # e.g. disk full: free what we took; the old file is untouched
+            raise
         dir_fd = os.open(path.parent, os.O_RDONLY)
         try:
             os.fsync(dir_fd)

@@ -5,10 +5,11 @@ plays a variant's p curve forwards, class B the same curve backwards, so the two
 (scene, variant) are frame-exact time reversals although each is rendered on its own: only
 the order of frames tells them apart.  ``pan_left`` means the camera turns left (the scene
 slides right); ``clockwise`` is as seen on screen.  Backgrounds are crops of the photos
-bundled with scikit-image (no downloads) and two procedural textures.  Files are 'mp4v'
-(MPEG-4 Part 2) .mp4, which decord reads; H.264 ('avc1') is not available in opencv's wheel.
+bundled with scikit-image (no downloads) and two procedural textures.  Files are VP8 .webm, which
+decord reads and browsers play (opencv's wheel has no H.264 encoder, and browsers do not play its
+'mp4v' MPEG-4 Part 2).
 
-    clips = render_library("demo-library", n_scenes_per_group=3)   # mp4 files + labels.csv
+    clips = render_library("demo-library", n_scenes_per_group=3)   # .webm files + labels.csv
     frames = render_clip("rotate", "clockwise", make_scene("rotate", 0), variant=1)
 """
 from __future__ import annotations
@@ -52,7 +53,7 @@ EASINGS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "ease_out": lambda u: 1 - (1 - u) ** 2,
 }
 LABEL_COLUMNS = ("video", "group", "class", "split", "scene", "variant", "direction")
-FOURCC = "mp4v"
+FOURCCS = {".webm": "VP80", ".mp4": "mp4v", ".avi": "MJPG"}  # by file extension; the library uses .webm
 SPRITE = 96  # object sprites are drawn at this resolution, then warped into the frame
 TEST_FRACTION = 0.3
 Size = tuple[int, int]  # (width, height)
@@ -436,15 +437,19 @@ def render_clip(group: str, cls: str, scene: SceneParams, variant: int = 0, size
 # --- files --------------------------------------------------------------------------------------
 
 def write_video(path: str | Path, frames: np.ndarray, fps: float = 12) -> Path:
-    """Write (T, H, W, 3) uint8 RGB frames as an 'mp4v' .mp4 (decord reads these)."""
+    """Write (T, H, W, 3) uint8 RGB frames: VP8 for .webm (decord reads it, browsers play it),
+    'mp4v' for .mp4, MJPG for .avi."""
     path = Path(path)
+    fourcc = FOURCCS.get(path.suffix.lower())
+    if fourcc is None:
+        raise ValueError(f"{path}: write .webm, .mp4 or .avi")
     path.parent.mkdir(parents=True, exist_ok=True)
     h, w = frames.shape[1:3]
-    if w % 2 or h % 2:  # the mp4v encoder silently drops an odd row / column
+    if w % 2 or h % 2:  # encoders silently drop an odd row / column
         raise ValueError(f"frame size {w}x{h}: width and height must be even")
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*FOURCC), float(fps), (w, h))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), float(fps), (w, h))
     if not writer.isOpened():
-        raise RuntimeError(f"OpenCV cannot open a {FOURCC!r} writer for {path}")
+        raise RuntimeError(f"OpenCV cannot open a {fourcc!r} writer for {path}")
     try:
         for frame in frames:
             writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
@@ -479,7 +484,7 @@ def render_library(out_dir: str | Path, n_scenes_per_group: int = 2, variants: i
                    duration: tuple[float, float] = (2.0, 4.0)) -> list[SynthClip]:
     """Render every scene of every group in both directions and `variants` variants.
 
-    Writes ``out_dir/<group>/<scene>_v<variant>_<class>.mp4`` and ``out_dir/labels.csv``.
+    Writes ``out_dir/<group>/<scene>_v<variant>_<class>.webm`` and ``out_dir/labels.csv``.
     """
     out = Path(out_dir).resolve()
     groups = list(GROUPS) if groups is None else list(groups)
@@ -495,7 +500,7 @@ def render_library(out_dir: str | Path, n_scenes_per_group: int = 2, variants: i
             for v in range(variants):
                 n = len(variant_progress(scene, v, fps, duration))
                 for direction, cls in zip(("forward", "reverse"), GROUPS[group]):
-                    rel = f"{group}/{scene.scene_id}_v{v}_{cls}.mp4"
+                    rel = f"{group}/{scene.scene_id}_v{v}_{cls}.webm"
                     clip = SynthClip(rel, group, cls, "test" if k in held_out else "train", scene.scene_id, v,
                                      direction, str(out / rel), n)
                     jobs.append((clip, scene))

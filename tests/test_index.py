@@ -33,7 +33,7 @@ def agreement(index: Path) -> tuple[int, int, int]:
 
 
 def copy_library(src: Path, dst: Path, n: int | None = None) -> list[Path]:
-    files = sorted(src.rglob("*.mp4"))[:n]
+    files = sorted(src.rglob("*.webm"))[:n]
     dst.mkdir(parents=True, exist_ok=True)
     out = []
     for f in files:
@@ -132,7 +132,7 @@ def test_corrupt_files_among_good_ones(small_library, tmp_path):
     (videos / "empty.mp4").write_bytes(b"")
     (videos / "random.mp4").write_bytes(np.random.default_rng(0).bytes(50_000))
     (videos / "text.avi").write_text("not a video at all\n" * 100)
-    good = sorted(videos.glob("*v0*.mp4"))[0].read_bytes()
+    good = sorted(videos.glob("*v0*.webm"))[0].read_bytes()
     (videos / "truncated.mp4").write_bytes(good[: len(good) // 3])
     (videos / "notes.txt").write_text("ignored: not a video extension")
     report = run_index([videos], tmp_path / "idx", small_options())

@@ -68,3 +68,17 @@ def test_training_is_seeded():
 def test_bad_training_input_is_refused():
     with pytest.raises(ValueError, match="features must be"):
         fit(np.zeros((4, 16, 10)), LiftConfig(feature_dim=48, latent_dim=16), TrainConfig(progress=False))
+
+
+def test_cli_train_writes_a_loadable_model(tmp_path, capsys):
+    from search.cli import main
+
+    x, _ = moving_blobs(24, seed=2)
+    np.save(tmp_path / "a.npy", x[:12])
+    np.savez(tmp_path / "b.npz", features=x[12:])
+    out = tmp_path / "m.safetensors"
+    assert main(["train", str(tmp_path / "a.npy"), str(tmp_path / "b.npz"), "--out", str(out),
+                 "--latent-dim", "16", "--epochs", "3", "--device", "cpu"]) == 0
+    assert "trained on 24 sequences" in capsys.readouterr().out
+    model = LiFT.from_checkpoint(out)
+    assert model.config.feature_dim == 48 and model.config.provenance["sequences"] == 24

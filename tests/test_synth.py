@@ -210,7 +210,7 @@ def test_library_labels(library) -> None:
     splits = defaultdict(set)
     for r in rows:
         assert r["class"] == synth.GROUPS[r["group"]][0 if r["direction"] == "forward" else 1]
-        assert r["video"].startswith(r["group"] + "/") and r["video"].endswith(".mp4")
+        assert r["video"].startswith(r["group"] + "/") and r["video"].endswith(".webm")
         splits[r["scene"]].add(r["split"])
     assert all(len(s) == 1 for s in splits.values())  # split is per scene
     for group in ("left_right", "zoom"):

@@ -24,6 +24,7 @@ from ui.plots import trajectory_figure  # noqa: E402
 
 PAGES = ("Library", "Search", "Explain", "Index")
 PAGE_SIZES = (12, 24, 48, 96)
+GRID = 4                      # library cards per row
 MAX_PLAY_BYTES = 512 * 2**20  # larger files are shown as a thumbnail: Streamlit holds media in memory
 PICKER_LIMIT = 5000           # above this many clips, a clip is picked by number instead of from a list
 
@@ -70,7 +71,8 @@ def roots(engine: SearchEngine) -> list[str]:
 
 
 def clip_label(engine: SearchEngine, clip) -> str:
-    return f"clip {clip.clip_id} · {h.display_name(clip.video_path, roots(engine))} · {h.seconds(clip.start_s, clip.end_s)}"
+    name = h.display_name(clip.video_path, roots(engine))
+    return f"clip {clip.clip_id} · {name} · {h.seconds(clip.start_s, clip.end_s)}"
 
 
 # ---- navigation state -----------------------------------------------------------------------------
@@ -91,24 +93,25 @@ def go_first_page():
 
 
 def read_query_params(engine: SearchEngine) -> None:
-    """`?clip=ID` chooses the query clip: a whole number of a clip in this index, else refused."""
+    """`?clip=ID` chooses the query clip: a whole number of a clip in this index; anything else is
+    refused with a message and dropped from the address."""
     raw = st.query_params.get_all("clip")
     if not raw:
         return
     try:
         clip_id = h.parse_clip_id(raw)
-    except h.InputError as e:
-        st.error(f"Ignored the address's clip parameter: {e}")
-        return
-    try:
         engine.clip(clip_id)
-    except SearchError:
-        st.error(f"Ignored the address's clip parameter: there is no clip {clip_id} in this index.")
+    except (h.InputError, SearchError) as e:
+        why = e if isinstance(e, h.InputError) else f"there is no clip {clip_id} in this index."
+        st.error(f"Ignored the address's clip parameter: {why}")
+        del st.query_params["clip"]
         return
     if st.session_state.get("_clip_param") != clip_id:  # a new address: follow it once
         st.session_state._clip_param = clip_id
         st.session_state.query_clip = clip_id
         st.session_state.source = "Library clip"
+        if "page" not in st.query_params:  # ?clip=12 alone opens the search for that clip
+            st.session_state.page = "Search"
 
 
 def clip_picker(engine: SearchEngine, index: str, label: str, key: str) -> int | None:
@@ -157,17 +160,19 @@ def library_ui(engine: SearchEngine, index: str) -> None:
     st.caption(f"{len(chosen)} of {len(clips)} clips")
     page_no = st.session_state.get("lib_page", 1)
     shown, pages = h.page_of(chosen, page_no, size)
-    grid = st.columns(6)
-    for i, c in enumerate(shown):
-        with grid[i % 6].container(border=True):
-            st.image(thumbnail(index, c.clip_id), width="stretch")
-            st.markdown(f"**clip {c.clip_id}** · {h.seconds(c.start_s, c.end_s)}")
-            st.caption(h.md(h.display_name(c.video_path, rts)))
-            b1, b2 = st.columns(2)
-            b1.button("Search", key=f"lib_search_{c.clip_id}", on_click=go, args=("Search", c.clip_id),
-                      help="Find clips like this one", width="stretch")
-            b2.button("Explain", key=f"lib_explain_{c.clip_id}", on_click=go,
-                      args=("Explain", c.clip_id, None, "A clip"), width="stretch")
+    for row in range(0, len(shown), GRID):
+        for col, c in zip(st.columns(GRID), shown[row: row + GRID]):
+            with col.container(border=True):
+                st.image(thumbnail(index, c.clip_id), width="stretch")
+                st.markdown(f"**clip {c.clip_id}** · {h.seconds(c.start_s, c.end_s)}")
+                name = h.display_name(c.video_path, rts)
+                st.caption(h.md(Path(name).name))
+                b1, b2 = st.columns(2, gap="small")
+                b1.button("Search", key=f"lib_search_{c.clip_id}", on_click=go, args=("Search", c.clip_id),
+                          help="Find clips like this one", width="stretch")
+                b2.button("Explain", key=f"lib_explain_{c.clip_id}", on_click=go,
+                          args=("Explain", c.clip_id, None, "A clip"), width="stretch",
+                          help="See this clip's feature trajectory")
     if pages > 1:
         st.pagination(pages, key="lib_page", max_visible_pages=9, persist_state="session")
     failures_panel(engine)
@@ -218,19 +223,22 @@ def search_ui(engine: SearchEngine, index: str) -> None:
         st.subheader("Query")
         show_query(engine, index, query)
     with rcol:
-        kind = "opposite action to" if opposite else "like"
-        st.subheader(f"{len(hits)} clips {kind} the query")
+        title = "doing the opposite of the query" if opposite else "like the query"
+        st.subheader(f"{len(hits)} clips {title}")
+        st.caption(f"score = {1 - motion:.2f} × appearance + {motion:.2f} × motion: the cosines of LiFT's "
+                   "static and dynamic descriptors" + (", the query's motion reversed" if opposite else ""))
         if not hits:
             st.info("No results.")
-        grid = st.columns(3)
-        for i, hit in enumerate(hits):
-            with grid[i % 3].container(border=True):
-                result_card(engine, index, hit, motion)
+        for row in range(0, len(hits), 3):
+            for col, hit in zip(st.columns(3), hits[row: row + 3]):
+                with col.container(border=True):
+                    result_card(engine, index, hit)
 
 
 def upload_query(engine: SearchEngine):
     max_mb = int(st.get_option("server.maxUploadSize"))
-    up = st.file_uploader(f"Video file (.mp4, .avi, .mov, .mkv, .webm; up to {max_mb} MB)", type=list(h.VIDEO_TYPES),
+    types = ", ".join(f".{t}" for t in h.VIDEO_TYPES)
+    up = st.file_uploader(f"Video file ({types}; up to {max_mb} MB)", type=list(h.VIDEO_TYPES),
                           key="upload_file", max_upload_size=max_mb)
     if up is None:
         st.session_state.pop("upload", None)
@@ -240,8 +248,11 @@ def upload_query(engine: SearchEngine):
         try:
             suffix = h.check_upload(up.name, up.size, max_mb * 2**20)
             with st.spinner("Reading the video…"), h.private_copy(up.getvalue(), suffix) as tmp:
-                feats, recon = engine.video_features(tmp)
-        except (h.InputError, SearchError) as e:
+                try:
+                    feats, recon = engine.video_features(tmp)
+                except SearchError as e:  # its message names the temp file: name the upload instead
+                    raise h.InputError(str(e).replace(str(tmp), h.quote(up.name))) from None
+        except h.InputError as e:
             st.session_state.pop("upload", None)
             st.error(str(e))
             return None
@@ -284,12 +295,12 @@ def player(engine: SearchEngine, index: str, clip_id: int, start_s: float) -> No
              start_time=int(start_s))
 
 
-def result_card(engine: SearchEngine, index: str, hit, motion: float) -> None:
+def result_card(engine: SearchEngine, index: str, hit) -> None:
     player(engine, index, hit.clip_id, hit.start_s)
     st.markdown(f"**#{hit.rank}** · clip {hit.clip_id} · score **{hit.score:.3f}**")
-    st.caption(f"appearance {hit.static_score:+.3f} · motion {hit.dynamic_score:+.3f}  \n"
-               f"= {1 - motion:.2f} × appearance + {motion:.2f} × motion")
-    st.caption(f"{h.md(h.display_name(hit.video_path, roots(engine)))} · {h.seconds(hit.start_s, hit.end_s)}")
+    st.caption(f"appearance {hit.static_score:+.3f} · motion {hit.dynamic_score:+.3f}")
+    name = h.display_name(hit.video_path, roots(engine))
+    st.caption(f"{h.md(Path(name).name)} · {h.seconds(hit.start_s, hit.end_s)}")
     b1, b2 = st.columns(2)
     b1.button("Why?", key=f"why_{hit.clip_id}", on_click=go, args=("Explain", None, hit.clip_id, "A search result"),
               width="stretch", help="Compare its trajectory with the query's")
@@ -304,9 +315,10 @@ def explain_ui(engine: SearchEngine, index: str) -> None:
     if st.session_state.get("explain_what") not in options:
         st.session_state.explain_what = "A clip"
     what = st.segmented_control("Explain", options, key="explain_what", required=True)
-    st.caption("Each dot is one frame's backbone feature, projected to 2-D (PCA) and coloured by time; the "
-               "dashed line is LiFT's reconstruction from a straight line in its latent space, and the arrow "
-               "runs along it from the first frame to the last: the direction the clip moves in.")
+    st.caption("Each dot is one frame's backbone feature, projected to 2-D (PCA) and coloured by time. The "
+               "dashed line is LiFT's reconstruction of the frames from a straight line in its latent space "
+               "(R² near 1: it follows the clip; near 0 or below: it keeps little more than the clip's look). "
+               "The arrow is the frames' straight-line trend from first to last: the way the clip moves.")
     if what == "A search result":
         explain_result(engine, index, last)
         return
@@ -380,7 +392,7 @@ def index_ui(engine: SearchEngine, index: str) -> None:
         "Created": s.get("created_at"),
         "Last updated": s.get("updated_at"),
     }
-    st.dataframe({"": list(rows), "value": [str(v) for v in rows.values()]}, hide_index=True, width="stretch")
+    st.table({"Setting": list(rows), "Value": [str(v) for v in rows.values()]}, border="horizontal", hide_index=True)
     if lift.get("provenance"):
         with st.expander("How the LiFT weights were made"):
             st.json(lift["provenance"])
@@ -394,19 +406,20 @@ def main() -> None:
     if not index:
         st.error("No index given: start the app with `lift-search ui --index IDX`.")
         st.stop()
+    index = str(Path(index).expanduser().absolute())  # the key of every cached read
     try:
-        engine = get_engine(str(Path(index).expanduser().absolute()))
+        engine = get_engine(index)
     except (FileNotFoundError, ValueError) as e:
         st.error(str(e))
         st.stop()
-    index = str(engine.idx.root)
+    st.html("<style>[data-testid='stMainBlockContainer']{padding-top:2.5rem}</style>")
+    read_query_params(engine)  # before the page radio: ?clip=ID alone switches to Search
     with st.sidebar:
         st.title("lift-search")
         st.caption("Time-aware video search with LiFT")
         page = st.radio("Page", PAGES, key="page", bind="query-params", label_visibility="collapsed")
         st.divider()
         st.caption(f"{h.md(Path(index).name)} · {len(all_clips(index))} clips")
-    read_query_params(engine)
     {"Library": library_ui, "Search": search_ui, "Explain": explain_ui, "Index": index_ui}[page](engine, index)
 
 

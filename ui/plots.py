@@ -19,13 +19,14 @@ def _panel(ax, tr: Projected, norm: Normalize, colour: str, explained: np.ndarra
                                      alpha=0.6, zorder=1))
     sc = ax.scatter(pts[:, 0], pts[:, 1], c=tr.times, cmap=CMAP, norm=norm, s=28, edgecolors="white",
                     linewidths=0.5, zorder=3, label="frames (backbone features)")
-    ax.plot(line[:, 0], line[:, 1], color="0.35", lw=1.0, ls="--", zorder=2, label="LiFT reconstruction")
+    ax.plot(line[:, 0], line[:, 1], color="0.25", lw=1.5, ls="--", zorder=2, label="LiFT reconstruction")
     ax.plot([], [], color=colour, lw=2.5, label="direction of change")
-    ax.scatter(line[:, 0], line[:, 1], c=tr.times, cmap=CMAP, norm=norm, s=10, marker="s", zorder=2)
+    ax.scatter(line[:, 0], line[:, 1], c=tr.times, cmap=CMAP, norm=norm, s=22, marker="s", edgecolors="0.2",
+               linewidths=0.6, zorder=2)
     (x0, y0), (x1, y1) = tr.arrow
     ax.annotate("", xy=(x1, y1), xytext=(x0, y0), zorder=4,
                 arrowprops=dict(arrowstyle="-|>,head_width=0.4,head_length=0.8", color=colour, lw=2.5))
-    ax.set_title(f"{tr.label}\nLiFT reconstruction R² = {tr.fit:.2f}", fontsize=10)
+    ax.set_title(f"{tr.label}\nLiFT reconstruction R² = {tr.fit:.2f}", fontsize=10.5)
     ax.set_xlabel(f"PC1 ({explained[0]:.0%} of variance)", fontsize=9)
     ax.set_ylabel(f"PC2 ({explained[1]:.0%})", fontsize=9)
     ax.tick_params(labelsize=8)
@@ -47,7 +48,7 @@ def trajectory_figure(exp: Explanation) -> Figure:
     arrow; with two trajectories, a third panel draws both arrows from one point."""
     trs = exp.trajectories
     n = len(trs) + (1 if len(trs) >= 2 else 0)
-    fig = Figure(figsize=(4.6 * n + 0.8, 4.4), layout="constrained")
+    fig = Figure(figsize=(3.7 * n + 0.6, 3.7), layout="constrained")
     axes = fig.subplots(1, n, squeeze=False)[0]
     last = None
     for i, (ax, tr) in enumerate(zip(axes, trs)):
@@ -81,5 +82,5 @@ def _arrows_panel(ax, exp: Explanation):
     ax.set_yticks([])
     cos = exp.arrow_cosine or 0.0
     verdict = "opposite ways" if cos < -0.3 else "the same way" if cos > 0.3 else "unrelated ways"
-    ax.set_title(f"directions: they move {verdict}\ncos = {cos:+.2f} in feature space", fontsize=10)
+    ax.set_title(f"directions: they move {verdict}\ncos = {cos:+.2f} in feature space", fontsize=10.5)
     ax.legend(loc="lower center", fontsize=8, ncols=1, framealpha=0.8)

@@ -1,0 +1,256 @@
+"""`lift-search eval`: the CiA linear probe, chiral retrieval, and the labels CSV (search/evaluate.py)."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from search import evaluate as ev
+from search.cli import main
+
+# ---- helpers -----------------------------------------------------------------------------------
+
+
+def write_csv(path: Path, rows: list[dict], columns=("video", "group", "class", "split")) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(columns), extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
+def library_rows(clips, absolute: bool = False) -> list[dict]:
+    """The small library's clips as CSV rows: variant 0 trains, variant 1 tests (its own CSV has no test
+    split, since it renders one scene per group)."""
+    return [{"video": c.path if absolute else c.video, "group": c.group, "class": c.cls,
+             "split": "train" if c.variant == 0 else "test", "scene": c.scene} for c in clips]
+
+
+def moving_blobs(n_groups=3, variants=3, T=12, D=24, seed=0):
+    """Tiny 'frame features': in group g a blob moves right (class a) or left (class b) along a 1-D
+    retina, at a few speeds and start points; class b is exactly class a played backwards."""
+    rng = np.random.default_rng(seed)
+    cells = np.arange(D)
+    seqs, group, cls = [], [], []
+    for g in range(n_groups):
+        centre = rng.uniform(8, D - 8)
+        for _ in range(variants):
+            speed, width = rng.uniform(0.5, 1.0), rng.uniform(1.5, 3)
+            path = centre + speed * (np.arange(T) - T / 2) + rng.uniform(-1, 1)
+            x = np.exp(-0.5 * ((cells[None] - path[:, None]) / width) ** 2) + 0.1 * (g + 1) * np.eye(D)[g]
+            for c, seq in (("a", x), ("b", x[::-1])):
+                seqs.append(seq)
+                group.append(f"g{g}")
+                cls.append(c)
+    return np.array(seqs, np.float32), np.array(group), np.array(cls)
+
+
+# ---- the labels CSV ----------------------------------------------------------------------------
+
+
+def test_read_labels_resolves_paths_and_ignores_extra_columns(tmp_path):
+    (tmp_path / "sub").mkdir()
+    absolute = str(tmp_path / "elsewhere" / "b.mp4")
+    rows = [{"video": "sub/a.mp4", "group": "g", "class": "x", "split": "train", "note": "hi"},
+            {"video": absolute, "group": "g", "class": "y", "split": " TEST "}]
+    labels = ev.read_labels(write_csv(tmp_path / "labels.csv", rows, ("note", "video", "group", "class", "split")))
+    assert [lab.video for lab in labels] == [str(tmp_path / "sub" / "a.mp4"), absolute]
+    assert [lab.split for lab in labels] == ["train", "test"]
+    assert [lab.line for lab in labels] == [2, 3]
+
+
+def test_missing_columns_are_named(tmp_path):
+    path = write_csv(tmp_path / "l.csv", [{"video": "a.mp4", "group": "g"}], ("video", "group"))
+    with pytest.raises(ev.LabelError) as e:
+        ev.read_labels(path)
+    assert "missing column(s) class, split" in str(e.value)
+
+
+def test_every_bad_row_is_reported_at_once(tmp_path):
+    rows = [{"video": "a.mp4", "group": "g", "class": "x", "split": "train"},
+            {"video": "b.mp4", "group": "g", "class": "y", "split": "validation"},
+            {"video": "", "group": "g", "class": "y", "split": "test"},
+            {"video": "a.mp4", "group": "g", "class": "y", "split": "test"}]
+    with pytest.raises(ev.LabelError) as e:
+        ev.read_labels(write_csv(tmp_path / "l.csv", rows))
+    msg = str(e.value)
+    assert e.value.problems and len(e.value.problems) == 3
+    assert "line 3: unknown split 'validation'" in msg
+    assert "line 4: empty video" in msg
+    assert "line 5: a.mp4 is listed again (first on line 2)" in msg
+
+
+def test_group_problems(tmp_path):
+    def lab(group, cls, split):
+        return ev.Label(f"/v/{group}-{cls}-{split}", group, cls, split, 0)
+
+    labels = [lab("ok", "a", "train"), lab("ok", "b", "train"), lab("ok", "a", "test"),
+              lab("lonely", "a", "train"), lab("lonely", "a", "test"),
+              lab("notest", "a", "train"), lab("notest", "b", "train"),
+              lab("notrain", "a", "test"), lab("notrain", "b", "test"),
+              lab("halftrain", "a", "train"), lab("halftrain", "b", "test"),
+              lab("three", "a", "train"), lab("three", "b", "train"), lab("three", "c", "test")]
+    problems = "\n".join(ev.check_groups(labels))
+    assert "group 'lonely' has only one class ('a')" in problems
+    assert "group 'notest' has no test rows" in problems
+    assert "group 'notrain' has no train rows" in problems
+    assert "group 'halftrain': its train rows are all of class 'a'" in problems
+    assert "group 'three' has 3 classes" in problems
+    assert "'ok'" not in problems
+    # retrieval needs no splits, only two classes per group
+    assert len(ev.check_groups(labels, need_splits=False)) == 2
+
+
+# ---- metrics on tiny synthetic descriptors ------------------------------------------------------
+
+
+def test_probe_accuracy_is_the_mean_over_groups():
+    rng = np.random.default_rng(0)
+    group = np.repeat(["g1", "g2"], 8)
+    cls = np.tile(np.repeat(["a", "b"], 4), 2)
+    split = np.tile(["train", "train", "train", "test"], 4)
+    desc = rng.normal(size=(16, 5))
+    desc[:8, 0] += np.where(cls[:8] == "a", 5.0, -5.0)  # g1 separable along dim 0, g2 not at all
+    desc[8:] = desc[8:][:, :1].repeat(5, 1) * 0 + 1.0   # g2: every descriptor identical
+    res = ev.probe_accuracy(desc, group, cls, split)
+    assert res["per_group"]["g1"] == 1.0
+    assert res["per_group"]["g2"] == 0.5  # identical descriptors: one class predicted for both test rows
+    assert res["accuracy"] == pytest.approx(0.75)
+
+
+def test_retrieval_metrics_on_given_rankings():
+    group = np.array(["g", "g", "g", "h"])
+    cls = np.array(["a", "a", "b", "a"])
+    fwd = [[1, 2], [2, 0], [0, 1], [0, 1]]  # clip 0 right; 1 wrong; 2 wrong (other class); 3 other group
+    rev = [[2, 1], [2, 0], [0, 3], [2, 0]]  # clip 0 right; 1 right; 2 right; 3 other group
+    res = ev.retrieval_metrics(fwd, rev, group, cls, k=2)
+    assert res["forward_top1"] == 0.25 and res["reverse_top1"] == 0.75
+    assert res["chiral_top1"] == 0.5 and res["both_top1"] == 0.25
+    assert res["forward_p@2"] == pytest.approx((1 + 0.5 + 0.5 + 0) / 2 / 4)
+    assert res["per_group"]["h"]["forward_top1"] == 0.0
+
+
+def test_mean_pooling_is_time_blind_so_its_reverse_retrieval_is_at_chance():
+    seqs, group, cls = moving_blobs()
+    flipped = seqs[:, ::-1]
+    mean = dict((m.key, m) for m in ev.BASELINES)["mean"].fn
+    np.testing.assert_allclose(mean(seqs), mean(flipped), atol=1e-6)  # exactly reversal-invariant
+    res = ev.exact_retrieval(mean(seqs), mean(flipped), group, cls, k=3)
+    # the reverse query ranks like the forward one, so for no clip can both be right
+    assert res["both_top1"] == 0.0
+    assert res["chiral_top1"] <= 0.5
+    # here each clip's nearest neighbour is its own reversal: forward always wrong, reverse always right
+    assert res["forward_top1"] == 0.0 and res["reverse_top1"] == 1.0 and res["chiral_top1"] == 0.5
+    # a time-aware baseline can beat that bound
+    concat = dict((m.key, m) for m in ev.BASELINES)["concat"].fn
+    res = ev.exact_retrieval(concat(seqs), concat(flipped), group, cls, k=1)
+    assert res["chiral_top1"] > 0.7 and res["both_top1"] > 0.5
+
+
+def test_baseline_dims():
+    x = np.zeros((2, 16, 10), np.float32)
+    dims = {m.key: m.fn(x).shape[1] for m in ev.BASELINES}
+    assert dims == {"middle": 10, "mean": 10, "first_last": 20, "concat": 160}
+
+
+def test_lift_scoring_matches_the_engine_formula_and_motion_zero_is_time_blind():
+    rng = np.random.default_rng(1)
+    scenes = ev.l2n(rng.normal(size=(4, 8)))      # appearance per (group, scene)
+    arrows = ev.l2n(rng.normal(size=(2, 8)))      # direction of change per group
+    desc, group, cls = [], [], []
+    for s in range(4):
+        for variant in range(2):
+            for sign, c in ((1, "a"), (-1, "b")):
+                m = ev.l2n(scenes[s] + 0.05 * rng.normal(size=8))
+                dyn = ev.l2n(sign * arrows[s // 2] + 0.2 * rng.normal(size=8))
+                desc.append(np.concatenate([m, dyn]))
+                group.append(f"g{s // 2}")
+                cls.append(c)
+    desc, group, cls = np.array(desc), np.array(group), np.array(cls)
+    res = ev.lift_retrieval(desc, group, cls, k=1, motion=0.5)
+    assert res["forward_top1"] == 1.0 and res["reverse_top1"] == 1.0
+    blind = ev.lift_retrieval(desc, group, cls, k=1, motion=0.0)
+    assert blind["both_top1"] == 0.0 and blind["chiral_top1"] <= 0.5
+
+
+# ---- on a real index (the session's small_index fixture) -----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def labels_csv(small_library) -> Path:
+    library, clips = small_library
+    return write_csv(library / "eval_labels.csv", library_rows(clips))
+
+
+def test_eval_chiral_cli(small_index, labels_csv, tmp_path, capsys):
+    out = tmp_path / "probe.json"
+    assert main(["eval", "chiral", "--index", str(small_index), "--labels", str(labels_csv),
+                 "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    res = json.loads(out.read_text())
+    assert (res["videos"], res["groups"], res["train"], res["test"]) == (16, 4, 8, 8)
+    rows = {m["key"]: m for m in res["methods"]}
+    assert set(rows) == {"middle", "mean", "first_last", "concat", "lift_raw", "lift_sym"}
+    D = res["feature_dim"]
+    assert rows["concat"]["dims"] == res["frames_per_clip"] * D and rows["first_last"]["dims"] == 2 * D
+    assert rows["lift_sym"]["dims"] == rows["lift_raw"]["dims"] == 128  # the fixture's d = 64
+    assert rows["concat"]["dims"] >= 10 * rows["lift_sym"]["dims"]
+    for m in rows.values():
+        assert 0.0 <= m["accuracy"] <= 1.0 and len(m["per_group"]) == 4
+        assert m["name"] in printed
+    assert "accuracy" in printed and "per group" in printed
+
+
+def test_eval_retrieval_cli_and_engine_agrees_with_numpy(small_index, small_library, tmp_path, capsys):
+    library, clips = small_library
+    # a CSV in another folder, with absolute paths
+    csv_path = write_csv(tmp_path / "elsewhere" / "labels.csv", library_rows(clips, absolute=True))
+    out = tmp_path / "retrieval.json"
+    assert main(["eval", "retrieval", "--index", str(small_index), "--labels", str(csv_path), "-k", "3",
+                 "--motion-weights", "0,0.5,1", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    res = json.loads(out.read_text())
+    assert res["clips"] == 16 and res["k"] == 3
+    assert [s["motion"] for s in res["engine_sweep"]] == [0.0, 0.5, 1.0]
+    rows = {m["key"]: m for m in res["methods"]}
+    # time-blind: mean pooling and LiFT at motion weight 0 rank the same for both queries
+    assert rows["mean"]["both_top1"] == 0.0 and rows["mean"]["chiral_top1"] <= 0.5
+    assert res["engine_sweep"][0]["both_top1"] == 0.0
+    assert "forward_p@3" in rows["lift_sym"] and "motion-weight sweep" in printed
+
+    # the engine's rankings equal the engine formula applied in numpy to descriptors of the cached features
+    bench = ev.load_benchmark(small_index, csv_path, need_splits=False)
+    desc = ev.lift_sym(bench.engine.model, bench.seqs)
+    np.testing.assert_allclose(desc, bench.engine.store.vectors(bench.clip_ids), atol=1e-4)
+    for reverse in (False, True):
+        fwd, rev = ev.engine_rankings(bench, 3, 0.5)
+        ranked = rev if reverse else fwd
+        mine = ev.lift_rank(desc, 0.5, reverse, 3)
+        agree = np.mean([a[0] == b[0] for a, b in zip(ranked, mine)])
+        assert agree >= 0.9  # float32 ties aside, the same top-1
+
+
+def test_eval_reports_every_bad_row_against_the_index(small_index, small_library, tmp_path, capsys):
+    library, clips = small_library
+    stray = tmp_path / "stray.mp4"  # exists, but was never indexed
+    stray.write_bytes(b"\0" * 10)
+    rows = library_rows(clips, absolute=True)
+    rows = [r for r in rows if r["group"] != "open_close" or r["class"] == "open"]  # one-class group
+    rows += [{"video": str(stray), "group": "left_right", "class": "left", "split": "train"},
+             {"video": str(tmp_path / "gone.mp4"), "group": "left_right", "class": "left", "split": "test"}]
+    csv_path = write_csv(tmp_path / "bad.csv", rows)
+    with pytest.raises(ev.LabelError) as e:
+        ev.load_benchmark(small_index, csv_path)
+    msg = str(e.value)
+    assert "group 'open_close' has only one class ('open')" in msg
+    assert f"{stray} is not in the index" in msg
+    assert f"video file not found: {tmp_path / 'gone.mp4'}" in msg
+    assert len(e.value.problems) == 3
+    # the command line prints the same list, one clear message, no traceback
+    assert main(["eval", "chiral", "--index", str(small_index), "--labels", str(csv_path)]) == 2
+    err = capsys.readouterr().err
+    assert "3 problem(s)" in err and "not in the index" in err and "Traceback" not in err

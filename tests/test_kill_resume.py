@@ -1,0 +1,151 @@
+"""Kill the indexer anywhere (SIGKILL), run it again, and get exactly the index of an uninterrupted run.
+
+Slow (CI): random moments across whole runs, the narrow moments by name (indexer.testpoint), kills of
+the rerun itself (mid-repair), and kills of an incremental run (additions, a change, a deletion). Each
+trial ends with an uninterrupted run; its index must equal the reference run's: the same clips, the
+same vectors (to 1e-5), the same LiFT weights (training is deterministic), FAISS ids == database ids,
+no duplicates, no temp files, one model file. Figures go to bench/results/reliability.json.
+"""
+from __future__ import annotations
+
+import random
+import shutil
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tests.index_driver import Driver, differences, make_library, record, snapshot
+
+pytestmark = pytest.mark.slow
+
+N_RANDOM = 20  # random kill moments across first runs (at least)
+
+# the last test point passed -> the phase a kill interrupted
+PHASES = {None: "start-up, scan, repair", "start": "start-up, scan, repair", "reconciled-db": "start-up, scan, repair",
+          "removed-vectors": "removing deleted videos", "decode-start": "decoding + backbone",
+          "feature-cached": "decoding + backbone", "fit-start": "LiFT fit", "model-saved": "LiFT model commit",
+          "db-committed": "between the DB commit and the FAISS save", "faiss-write": "FAISS write (half a file)",
+          "faiss-saved": "describe + store (next checkpoint) / finish", "done": "after the run (exiting)"}
+
+# kills by name: (the points spec of the first run, of the rerun or None)
+TARGETED = [
+    ("decode-start=kill+0.3,decoder", None),
+    ("feature-cached=kill@4,decoder", None),
+    ("fit-start=kill+0.15,decoder", None),
+    ("model-saved=kill,decoder", None),
+    ("db-committed=kill,decoder", None),
+    ("db-committed=kill@3,decoder", "reconciled-db=kill,decoder"),  # and the repair itself killed
+    ("faiss-write=kill,decoder", None),
+    ("faiss-write=kill@2,decoder", "faiss-write=kill,decoder"),
+    ("faiss-saved=kill@2,decoder", None),
+]
+
+
+def phase(passed: list[str]) -> str:
+    return PHASES.get(passed[-1] if passed else None, passed[-1] if passed else "start-up")
+
+
+@pytest.fixture(scope="module")
+def driver(tmp_path_factory):
+    d = Driver(tmp_path_factory.mktemp("driver"))
+    yield d
+    d.close()
+
+
+def test_kill_anywhere_and_resume(driver, tmp_path):
+    rng = random.Random(20240601)
+    library = make_library(tmp_path / "videos")
+    t0 = time.perf_counter()
+
+    status, result, _, full_s = driver.run([library], tmp_path / "ref")
+    assert status == "exit 0" and result["ok"], result
+    ref = snapshot(tmp_path / "ref")
+    assert not ref["problems"] and len(ref["vectors"]) == 10 and len(ref["failures"]) == 3
+    # training is deterministic: a second uninterrupted run gives the same weights, bit for bit
+    status, _, _, _ = driver.run([library], tmp_path / "ref2")
+    assert status == "exit 0" and not differences(ref, snapshot(tmp_path / "ref2"), atol=0.0)
+
+    kills, phases, trials, runs = 0, Counter(), [], 0
+
+    def trial(name: str, index: Path, plan: list, reference: dict, roots=(library,), opts=None):
+        """`plan`: per run, (kill_at seconds or None, points spec); then one run without a kill."""
+        nonlocal kills, runs
+        log = []
+        for kill_at, points in plan:
+            status, result, passed, _ = driver.run(roots, index, kill_at=kill_at, points=points, opts=opts)
+            runs += 1
+            if status == "signal SIGKILL":
+                kills += 1
+                phases[phase(passed)] += 1
+                log.append(phase(passed))
+            else:
+                assert status == "exit 0" and result["ok"], (name, status, result)
+                log.append("finished")
+        status, result, _, _ = driver.run(roots, index, opts=opts)  # one uninterrupted run finishes
+        runs += 1
+        assert status == "exit 0" and result["ok"], (name, status, result)
+        diff = differences(reference, snapshot(index))
+        trials.append({"trial": name, "kills": log, "ok": not diff})
+        assert not diff, (name, log, diff)
+
+    # random moments in a first run from scratch; now and then the rerun is killed too
+    i = 0
+    while kills < N_RANDOM:
+        plan = [(rng.uniform(0.02, full_s), "decoder")]
+        if rng.random() < 0.3:
+            plan.append((rng.uniform(0.02, full_s / 2), "decoder"))
+        trial(f"random-{i}", tmp_path / f"r{i}", plan, ref)
+        i += 1
+    random_kills = kills
+
+    for j, (first, second) in enumerate(TARGETED):
+        plan = [(None, first)] + ([(None, second)] if second else [])
+        trial(f"targeted-{first.split(',')[0]}" + (f"+{second.split(',')[0]}" if second else ""),
+              tmp_path / f"t{j}", plan, ref)
+
+    # an incremental run: one video deleted, one changed, two added; killed at random and by name
+    inc_lib = tmp_path / "inc"
+    shutil.copytree(library, inc_lib)
+    status, _, _, _ = driver.run([inc_lib], tmp_path / "incbase")
+    assert status == "exit 0"
+    good = [f for f in sorted(inc_lib.rglob("*.mp4")) if "bad" not in f.parts]
+    extra = make_library(tmp_path / "extra", groups=("more_fewer",), crash=False)
+    good[0].unlink()                                   # deleted
+    shutil.copy2(good[2], good[1])                     # changed content
+    for k, f in enumerate(sorted(extra.glob("more_fewer/*.mp4"))):
+        shutil.copy2(f, inc_lib / f"new{k}.mp4")       # added
+    shutil.copytree(tmp_path / "incbase", tmp_path / "incref")
+    status, result, _, inc_s = driver.run([inc_lib], tmp_path / "incref")
+    assert status == "exit 0" and result["report"]["removed"] == 1 and result["report"]["new"] == 2
+    inc_ref = snapshot(tmp_path / "incref")
+    assert not inc_ref["problems"]
+    for j, plan in enumerate([[(None, "removed-vectors=kill,decoder")],
+                              [(None, "faiss-write=kill,decoder")],
+                              [(rng.uniform(0.02, inc_s), "decoder")],
+                              [(rng.uniform(0.02, inc_s), "decoder")],
+                              [(rng.uniform(0.02, inc_s), "decoder")]]):
+        shutil.copytree(tmp_path / "incbase", tmp_path / f"inc{j}")
+        trial(f"incremental-{j}", tmp_path / f"inc{j}", plan, inc_ref, roots=(inc_lib,))
+
+    # --refit with other training: a new LiFT, every stored clip re-described, killed on the way
+    refit = {"refit": True, "epochs": 12}
+    shutil.copytree(tmp_path / "ref", tmp_path / "refitref")
+    status, result, _, refit_s = driver.run([library], tmp_path / "refitref", opts=refit)
+    assert status == "exit 0" and result["report"]["lift"]["hash"] != ref["model"]
+    refit_ref = snapshot(tmp_path / "refitref")
+    for j, plan in enumerate([[(None, "model-saved=kill,decoder")], [(None, "faiss-write=kill,decoder")],
+                              [(rng.uniform(0.02, refit_s), "decoder")]]):
+        shutil.copytree(tmp_path / "ref", tmp_path / f"refit{j}")
+        trial(f"refit-{j}", tmp_path / f"refit{j}", plan, refit_ref, opts=refit)
+
+    record("kill_resume", {
+            "kills_survived": kills, "random_kills": random_kills, "trials": len(trials), "index_runs": runs,
+            "trials_equal_to_uninterrupted": sum(t["ok"] for t in trials),
+            "kills_by_phase": dict(phases.most_common()),
+            "library": {"good_videos": len(ref["vectors"]), "bad_files": len(ref["failures"])},
+            "uninterrupted_run_s": round(full_s, 2), "seconds": round(time.perf_counter() - t0, 1),
+            "tolerance": 1e-5, "same_lift_weights_every_time": True,
+    }, force=True)
+    assert kills >= N_RANDOM + len(TARGETED)
