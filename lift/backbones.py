@@ -124,17 +124,23 @@ class Backbone:
                 out.append(fn(x).float().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, out_dim), dtype=np.float32)
 
-    def encode_frames(self, frames: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    @property
+    def batch_size(self) -> int:
+        """Frames per model call by default. On CPU small batches are cheaper per frame, their activations
+        stay in cache (efficientnet-lite0, 1 thread: ~21 ms CPU time per frame at 8, ~31 ms at 64)."""
+        return 64 if self.device.type == "cuda" else 8
+
+    def encode_frames(self, frames: np.ndarray, batch_size: int | None = None) -> np.ndarray:
         """(N, H, W, 3) uint8 RGB frames of any size -> (N, dim) float32 features."""
         pooled = lambda x: self.model.forward_head(self.model.forward_features(x), pre_logits=True)
-        return self._run(frames, batch_size, pooled, self.dim)
+        return self._run(frames, batch_size or self.batch_size, pooled, self.dim)
 
-    def classify(self, frames: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    def classify(self, frames: np.ndarray, batch_size: int | None = None) -> np.ndarray:
         """(N, H, W, 3) uint8 RGB -> (N, num_classes) class probabilities, for models with a head."""
         n_classes = getattr(self.model, "num_classes", 0)
         if not n_classes:
             raise BackboneError(f"backbone {self.name!r} has no classifier head")
-        return self._run(frames, batch_size, lambda x: self.model(x).softmax(-1), n_classes)
+        return self._run(frames, batch_size or self.batch_size, lambda x: self.model(x).softmax(-1), n_classes)
 
 
 def _is_batchnorm(m: nn.Module) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -123,14 +124,14 @@ def cmd_ui(a) -> int:
 
     example: lift-search ui --index ~/videos.lift --port 8501
     """
-    import subprocess
-
     app = Path(__file__).resolve().parent.parent / "ui" / "app.py"
     cmd = [sys.executable, "-m", "streamlit", "run", str(app), "--server.address", a.host,
            "--server.port", str(a.port), "--server.headless", "true", "--server.enableXsrfProtection", "true",
            "--server.maxUploadSize", str(a.max_upload_mb), "--browser.gatherUsageStats", "false",
            "--", "--index", str(a.index)]
-    return subprocess.call(cmd)
+    if not Path(a.index, "index.db").is_file():
+        raise FileNotFoundError(f"no lift-search index at {a.index}")
+    os.execv(sys.executable, cmd)  # become the server: Ctrl-C and SIGTERM reach it directly
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -202,6 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    for stream in (sys.stdout, sys.stderr):  # file names need not be valid UTF-8
+        stream.reconfigure(errors="backslashreplace")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     try:

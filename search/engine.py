@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
 from db import Clip as ClipRow
-from db import Failure, Video, get_setting, open_db
+from db import Failure, Video, open_db
 from db.session import all_settings
 from indexer.clips import Sampling
 from indexer.library import IndexDir, VideoFeatures
@@ -236,8 +236,3 @@ class SearchEngine:
         the file again."""
         vec = self.model.describe(np.asarray(seq, dtype=np.float32)[None])[0].cpu().numpy()
         return self._search(vec, k, reverse, motion, exclude=None)
-
-
-def _dim(idx: IndexDir) -> int:
-    with open_db(idx.db)() as s:
-        return get_setting(s, "dim")

@@ -106,6 +106,15 @@ def make_library(root: Path, groups=("left_right", "up_down", "towards_away", "o
     return root
 
 
+def good_videos(root: Path, under: str = "") -> list[Path]:
+    """The synthetic videos under `root` (or its folder `under`), whatever format synth writes: all
+    files with a video extension outside bad/."""
+    from indexer.scan import VIDEO_EXTENSIONS
+
+    return sorted(p for p in (root / under).rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS
+                  and "bad" not in p.relative_to(root).parts)
+
+
 class Driver:
     """The fork server, seen from the test: `run` one indexing job, optionally SIGKILLed at `kill_at`
     seconds; returns (how it ended, its result dict or None, the test points it passed)."""

@@ -57,18 +57,22 @@ def build_corpus(root: Path) -> tuple[dict, list[str], list[Path]]:
     good = [Path(c.path) for c in render_library(root / "good", n_scenes_per_group=1, variants=1,
                                                   groups=["left_right", "up_down"], seed=0, progress=False)]
     (root / "good" / "labels.csv").unlink()
-    bad = root / "bad"
+    bad, src = root / "bad", root.parent / "sources"  # sources: not indexed
     bad.mkdir()
+    src.mkdir()
     cases, skipped = {}, []
+    mp4v = _writer(src / "mp4v.mp4", _frames(40, 160, 120, 11), "mp4v").read_bytes()
 
     def case(name: str, expect: tuple):
         cases[bad / name if isinstance(name, str) else bad / os.fsdecode(name)] = expect
 
     (bad / "zero.mp4").write_bytes(b"")
     case("zero.mp4", ("failed", "empty file (0 bytes)"))
-    data = good[0].read_bytes()
-    (bad / "truncated.mp4").write_bytes(data[: len(data) // 3])  # the moov atom is at the end: lost
+    (bad / "truncated.mp4").write_bytes(mp4v[: len(mp4v) // 3])  # the moov atom is at the end: lost
     case("truncated.mp4", ("failed", "truncated or corrupt: cannot read the MP4/MOV container"))
+    data = good[0].read_bytes()  # a synthetic library video (VP8 WebM), cut in the middle
+    (bad / ("truncated" + good[0].suffix)).write_bytes(data[: len(data) // 2])
+    case("truncated" + good[0].suffix, ("either", None))
     (bad / "random.mp4").write_bytes(np.random.default_rng(1).bytes(30_000))
     case("random.mp4", ("failed", "not a video: unrecognised or unsupported file format"))
     (bad / "notes.avi").write_text("this is a text file\n" * 200)
@@ -86,7 +90,7 @@ def build_corpus(root: Path) -> tuple[dict, list[str], list[Path]]:
         case("one_by_one.mkv", ("indexed", None))
     else:
         skipped.append("one_by_one.mkv: needs ffmpeg")
-    mjpg = _writer(root / "mjpg.avi", _frames(40, 160, 120, 4), "MJPG").read_bytes()
+    mjpg = _writer(src / "mjpg.avi", _frames(40, 160, 120, 4), "MJPG").read_bytes()
     d = bytearray(mjpg)  # the AVI headers claim 60000x60000; the frames are 160x120
     a = d.index(b"avih") + 8
     d[a + 32:a + 40] = struct.pack("<II", 60000, 60000)
@@ -119,7 +123,7 @@ def build_corpus(root: Path) -> tuple[dict, list[str], list[Path]]:
         d[starts[k]:starts[k] + 300] = np.random.default_rng(k).bytes(300)
     (bad / "corrupt_middle.avi").write_bytes(bytes(d))
     case("corrupt_middle.avi", ("indexed", None))
-    d = bytearray(good[1].read_bytes())  # bytes flipped in the middle of an mp4v stream
+    d = bytearray(mp4v)  # bytes flipped in the middle of an mp4v stream
     at = int(len(d) * 0.4)
     d[at:at + 3000] = np.random.default_rng(5).bytes(3000)
     (bad / "corrupt_middle.mp4").write_bytes(bytes(d))
@@ -151,7 +155,6 @@ def build_corpus(root: Path) -> tuple[dict, list[str], list[Path]]:
 def indexed(tmp_path_factory):
     root = tmp_path_factory.mktemp("bad_media")
     cases, skipped, good = build_corpus(root / "videos")
-    (root / "videos" / "mjpg.avi").unlink()
     prefix = ("setpriv", *NO_DAC) if AS_ROOT and SETPRIV else ()
     driver = Driver(root / "driver", prefix=prefix)
     index = root / "idx"

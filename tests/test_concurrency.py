@@ -19,7 +19,7 @@ from db import open_db
 from db.session import get_setting, set_setting
 from indexer.lock import IndexLock, IndexLocked
 from search import SearchEngine
-from tests.index_driver import Driver, make_library, record, snapshot
+from tests.index_driver import Driver, good_videos, make_library, record, snapshot
 
 
 # ---- one indexer per index --------------------------------------------------------------------------
@@ -98,7 +98,7 @@ def test_searches_during_an_index_run_never_fail(driver, tmp_path):
     index = tmp_path / "idx"
     assert driver.run([videos], index)[0] == "exit 0"
     extra = make_library(tmp_path / "extra", groups=("open_close", "rotate", "towards_away"), crash=False)
-    for f in sorted(extra.glob("[!b]*/*.mp4")):
+    for f in good_videos(extra):
         shutil.copy2(f, videos / f.name)  # 6 new videos, stored one checkpoint each (6 commits + saves)
 
     stop, errors, counts, served_bad = threading.Event(), [], {"searches": 0, "opens": 0, "status": 0}, []

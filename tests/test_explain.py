@@ -64,7 +64,7 @@ def test_still_clip_and_single_frame_do_not_break():
 def test_on_a_real_index(small_index):
     engine = SearchEngine.open(small_index)
     by_name = {c.video_path.rsplit("/", 1)[-1]: c for c in engine.clips()}
-    left, right = by_name["left_right-000_v0_left.mp4"], by_name["left_right-000_v0_right.mp4"]
+    left, right = by_name["left_right-000_v0_left.webm"], by_name["left_right-000_v0_right.webm"]
     tr = clip_trajectory(engine, left.clip_id)
     assert tr.features.shape == tr.reconstruction.shape and tr.features.shape[0] == 16
     assert tr.times[0] == pytest.approx(left.start_s) and tr.times[-1] == pytest.approx(left.end_s)
@@ -78,7 +78,7 @@ def test_on_a_real_index(small_index):
 def test_uploaded_query_features_match_search_video(small_library, small_index):
     """engine.video_features + search_features (the UI's upload path) == search_video."""
     library, _ = small_library
-    video = sorted(library.rglob("*.mp4"))[3]
+    video = sorted(library.rglob("*.webm"))[3]
     engine = SearchEngine.open(small_index)
     feats, recon = engine.video_features(video)
     assert feats.shape == recon.shape and feats.ndim == 2

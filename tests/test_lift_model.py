@@ -1,6 +1,5 @@
 """The LiFT network: the authors' checkpoint format, their outputs, our format, hostile files."""
 import pickle
-import zipfile
 from pathlib import Path
 
 import numpy as np

@@ -20,7 +20,7 @@ from indexer.library import IndexDir
 from indexer.lock import IndexLock
 from indexer.store import StoreError, VectorStore
 from search import SearchEngine, SearchError
-from tests.index_driver import Driver, differences, make_library, snapshot
+from tests.index_driver import Driver, differences, good_videos, make_library, snapshot
 
 GROUPS = ("left_right", "up_down", "open_close")  # 6 good videos: two checkpoints of 3
 
@@ -158,7 +158,7 @@ def test_clip_ids_are_never_reused(driver, library, reference, tmp_path):
     with sessions() as s:  # the video holding the highest clip id goes, another one comes
         last = s.scalar(select(Video.path).join(Clip).order_by(Clip.id.desc()))
     sessions.kw["bind"].dispose()
-    Path(last).rename(Path(last).with_name("renamed.mp4"))
+    Path(last).rename(Path(last).with_name("renamed" + Path(last).suffix))
     status, result, _, _ = driver.run([videos], index)
     assert status == "exit 0" and (result["report"]["new"], result["report"]["removed"]) == (1, 1)
     after = snapshot(index)
@@ -172,8 +172,8 @@ def test_clip_ids_are_never_reused(driver, library, reference, tmp_path):
 # ---- a full or read-only disk -----------------------------------------------------------------------
 def _add_videos(library: Path, videos: Path, extra: Path) -> None:
     shutil.copytree(library, videos)
-    for k, f in enumerate(sorted(extra.glob("rotate/*.mp4"))):
-        shutil.copy2(f, videos / f"new{k}.mp4")
+    for k, f in enumerate(good_videos(extra)):
+        shutil.copy2(f, videos / f"new{k}{f.suffix}")
 
 
 @pytest.fixture(scope="module")
@@ -187,8 +187,8 @@ def test_disk_full_at_the_faiss_save_keeps_the_previous_index(driver, library, e
     index = tmp_path / "idx"
     assert driver.run([videos], index)[0] == "exit 0"
     before = snapshot(index)
-    for k, f in enumerate(sorted(extra.glob("rotate/*.mp4"))):
-        shutil.copy2(f, videos / f"new{k}.mp4")
+    for k, f in enumerate(good_videos(extra)):
+        shutil.copy2(f, videos / f"new{k}{f.suffix}")
     status, result, passed, _ = driver.run([videos], index, points="decoder,faiss-write=enospc")
     assert status == "exit 1" and "faiss-write" in passed
     assert result["error"].startswith("IndexWriteError: cannot write the index at")
