@@ -505,7 +505,7 @@ def markdown(data: dict) -> str:
                      _pct(r["results"][bkey]["retrieval_raw"]["chiral_top1"]),
                      _pct(r["results"][bkey]["retrieval_sym"]["chiral_top1"]),
                      _pct(r["results"][bkey]["retrieval_sym"]["both_top1"]),
-                     f"{r['results'][bkey]['zd_cos_reversal']:+.2f}"] for r in data["ablation"]]) + "\n")
+                     f"{r['results'][bkey]['zd_cos_reversal']:+.3f}"] for r in data["ablation"]]) + "\n")
     add("![ablation](eval_ablation.png)\n")
     for line in data["findings"]:
         add(f"- {line}")

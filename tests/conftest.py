@@ -33,5 +33,5 @@ def small_index(small_library, tmp_path_factory) -> Path:
     """An index of the small library (16 clips), built once; tests must not modify it."""
     library, _ = small_library
     index = tmp_path_factory.mktemp("index") / "idx"
-    run_index([library], index, small_options(train=TrainConfig(epochs=120, patience=20, progress=False)))
+    run_index([library], index, small_options(train=TrainConfig(epochs=80, patience=20, progress=False)))
     return index
