@@ -683,27 +683,30 @@ def plots(data: dict, docs: Path) -> None:
     plt.close(fig)
 
     abl = [r for r in data["ablation"] if r.get("max_epochs") and r["name"] != "index model"]
+    untrained = [r for r in data["ablation"] if r["name"].startswith("untrained")]
     benches = [b for b in ("synth", "unseen") if b in data["benchmarks"]]
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.4))
-    for ax, (title, fs, fr) in zip(axes, (
-            ("CiA probe accuracy", lambda x: x["probe_sym"], lambda x: x["probe_raw"]),
-            ("chiral retrieval: both right", lambda x: x["retrieval_sym"]["both_top1"],
-             lambda x: x["retrieval_raw"]["both_top1"]))):
-        for bench, ls in zip(benches, ("-", "--")):
+    metrics = (("CiA probe accuracy", lambda x: x["probe_sym"], lambda x: x["probe_raw"]),
+               ("chiral retrieval: fwd and rev top-1 both right", lambda x: x["retrieval_sym"]["both_top1"],
+                lambda x: x["retrieval_raw"]["both_top1"]))
+    fig, axes = plt.subplots(len(benches), 2, figsize=(12, 4 * len(benches)), squeeze=False)
+    for bi, bench in enumerate(benches):
+        for ax, (title, fs, fr) in zip(axes[bi], metrics):
             for f, lab, c in ((fs, "sym [m|dyn]", "#d1495b"), (fr, "raw (z_s, z_d)", "#30638e")):
-                for aug, marker in ((True, "o"), (False, "x")):
+                for aug, marker, ls in ((True, "o", "-"), (False, "x", "")):
                     rows = [r for r in abl if r["reverse_augment"] == aug]
                     ds = sorted({r["latent_dim"] for r in rows})
                     if not ds:
                         continue
                     ys = [100 * np.mean([f(r["results"][bench]) for r in rows if r["latent_dim"] == d]) for d in ds]
-                    ax.plot(ds, ys, marker + (ls if len(ds) > 1 else ""), c=c, ms=8, alpha=1 if aug else 0.7,
-                            label=f"{lab}, {'aug.' if aug else 'no aug.'}, {bench}")
-        ax.set_xticks(LATENT_DIMS)
-        ax.set_xlabel("latent dimension d")
-        ax.set_ylim(0, 105)
-        ax.set_title(title)
-        ax.legend(fontsize=6, loc="lower right", ncol=2)
+                    ax.plot(ds, ys, marker + ls, c=c, ms=8, label=f"{lab}, {'with' if aug else 'without'} reversal aug.")
+                for r in untrained:
+                    ax.axhline(100 * f(r["results"][bench]), c=c, ls=":", lw=1, label=f"{lab}, untrained (random init)")
+            ax.axhline(50 if "probe" in title else 0, c="k", ls="--", lw=0.6)
+            ax.set_xticks(LATENT_DIMS)
+            ax.set_xlabel("latent dimension d")
+            ax.set_ylim(-2, 105)
+            ax.set_title(f"{title} ({'synthetic' if bench == 'synth' else bench})")
+            ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     fig.savefig(docs / "eval_ablation.png", dpi=110)
     plt.close(fig)

@@ -17,8 +17,11 @@ from __future__ import annotations
 import argparse
 import csv
 import logging
+import os
+import sys
 import time
 import zlib
+from contextlib import contextmanager
 from dataclasses import astuple, dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -436,6 +439,20 @@ def render_clip(group: str, cls: str, scene: SceneParams, variant: int = 0, size
 
 # --- files --------------------------------------------------------------------------------------
 
+@contextmanager
+def _stderr_silenced():
+    """Silence what C libraries print on file descriptor 2 for the duration."""
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def write_video(path: str | Path, frames: np.ndarray, fps: float = 12) -> Path:
     """Write (T, H, W, 3) uint8 RGB frames: VP8 for .webm (decord reads it, browsers play it),
     'mp4v' for .mp4, MJPG for .avi."""
@@ -447,7 +464,8 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float = 12) -> Path:
     h, w = frames.shape[1:3]
     if w % 2 or h % 2:  # encoders silently drop an odd row / column
         raise ValueError(f"frame size {w}x{h}: width and height must be even")
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), float(fps), (w, h))
+    with _stderr_silenced():  # OpenCV's FFmpeg backend complains about the WebM tag, then writes VP8
+        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), float(fps), (w, h))
     if not writer.isOpened():
         raise RuntimeError(f"OpenCV cannot open a {fourcc!r} writer for {path}")
     try:

@@ -226,9 +226,8 @@ def test_eval_retrieval_cli_and_engine_agrees_with_numpy(small_index, small_libr
     bench = ev.load_benchmark(small_index, csv_path, need_splits=False)
     desc = ev.lift_sym(bench.engine.model, bench.seqs)
     np.testing.assert_allclose(desc, bench.engine.store.vectors(bench.clip_ids), atol=1e-4)
-    for reverse in (False, True):
-        fwd, rev = ev.engine_rankings(bench, 3, 0.5)
-        ranked = rev if reverse else fwd
+    fwd, rev = ev.engine_rankings(bench, 3, 0.5)
+    for reverse, ranked in ((False, fwd), (True, rev)):
         mine = ev.lift_rank(desc, 0.5, reverse, 3)
         agree = np.mean([a[0] == b[0] for a, b in zip(ranked, mine)])
         assert agree >= 0.9  # float32 ties aside, the same top-1
