@@ -91,6 +91,20 @@ def test_batchnorm_folding_only_folds_a_conv_feeding_a_batchnorm():
     assert fold_batchnorm(pre_act.train(), 32) is pre_act  # training mode: untouched
 
 
+def test_cpu_bf16_is_opt_in_and_close_to_float32(lite0):
+    from lift.backbones import cpu_bf16_supported
+    assert lite0.amp_dtype is None  # float32 unless asked for
+    fast = load_backbone("efficientnet-lite0", device="cpu", cpu_bf16=True)
+    if not cpu_bf16_supported():
+        assert fast.amp_dtype is None  # no native bf16: stays float32
+        return
+    frames = random_frames(4, 224, 300)
+    a, b = lite0.encode_frames(frames), fast.encode_frames(frames)
+    assert b.dtype == np.float32
+    cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert cos.min() > 0.99
+
+
 def test_preprocess_frames_any_size(lite0):
     x = lite0.preprocess_frames(random_frames(2, 480, 270))  # portrait, needs resizing
     assert x.shape == (2, 3, 224, 224) and x.dtype == torch.float32
