@@ -212,16 +212,17 @@ def make_lift(path: Path, feature_dim: int, latent_dim: int = 192) -> float:
 
 
 # ---- the two pipelines --------------------------------------------------------------------------
-def run_ours(paths: list[str], library: Path, work: Path, lift: Path, workers: int) -> dict:
+def run_ours(paths: list[str], library: Path, work: Path, lift: Path, workers: int, runtime: str = "auto") -> dict:
     index = Path(tempfile.mkdtemp(prefix="ours-", dir=work))
-    opts = IndexOptions(backbone=BACKBONE, lift=str(lift), device="cpu", workers=workers, progress=False)
+    opts = IndexOptions(backbone=BACKBONE, lift=str(lift), device="cpu", workers=workers, progress=False,
+                        runtime=runtime)
     t0 = time.perf_counter()
     report = run_index([library], index, opts)
     seconds = time.perf_counter() - t0
     assert report.failed == 0, report.failures
     assert report.new == len(paths), (report.new, len(paths))
     return {"seconds": seconds, "videos": report.new, "clips": report.clips_added,
-            "stages": dict(report.stages), "index": str(index)}
+            "stages": dict(report.stages), "index": str(index), "backbone": report.backbone}
 
 
 class Naive:
@@ -349,6 +350,8 @@ def main(argv: list[str] | None = None) -> dict:
                     "torch's own); to try a thread setting for the pipeline")
     ap.add_argument("--naive-threads", type=int, help="torch.set_num_threads for the naive runs (default: torch's "
                     "own, as the authors' code runs)")
+    ap.add_argument("--runtime", default="auto", choices=["auto", "torch", "onnxruntime"],
+                    help="lift-search's backbone engine on the CPU (default auto: ONNX Runtime)")
     ap.add_argument("--work", type=Path, help="scratch folder (default: a temporary one, removed)")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "index_throughput.json")
     args = ap.parse_args(argv)
@@ -389,13 +392,13 @@ def main(argv: list[str] | None = None) -> dict:
         warm_dir = work / "warmup"
         warm_dir.mkdir(exist_ok=True)
         shutil.copyfile(warm[0], warm_dir / Path(warm[0]).name)
-        run_ours(warm, warm_dir, work, lift, args.workers)
+        run_ours(warm, warm_dir, work, lift, args.workers, args.runtime)
         Naive().run(warm, work, lift)
 
         ours_runs, naive_runs, agree = [], [], None
         for i in range(pairs):
             torch.set_num_threads(args.torch_threads or default_threads)
-            o = run_ours(paths, library, work, lift, args.workers)
+            o = run_ours(paths, library, work, lift, args.workers, args.runtime)
             torch.set_num_threads(args.naive_threads or default_threads)
             n = Naive().run(paths, work, lift, keep=(i == 0))
             log.info("pair %d: ours %.1f s, naive %.1f s, ratio %.2f", i + 1, o["seconds"], n["seconds"],
@@ -435,6 +438,7 @@ def main(argv: list[str] | None = None) -> dict:
                     "load_avg_at_end": os.getloadavg()},
         "settings": {"backbone": BACKBONE, "sampling": asdict(Sampling()),
                      "workers": args.workers, "pairs": pairs, "quick": args.quick,
+                     "lift_search_backbone": ours_runs[0]["backbone"],
                      "torch_threads_lift_search": args.torch_threads or default_threads,
                      "torch_threads_naive": args.naive_threads or default_threads,
                      "lift": "given: " + str(args.lift) if args.lift else "trained on random sequences",
@@ -461,7 +465,8 @@ def print_report(r: dict) -> None:
           + ", ".join(f"{k}: {v['videos']} videos/{v['clips']} clips (<= {v['max_height']}p)"
                       for k, v in lib["by_kind"].items()))
     print(f"Machine: {r['machine']['cpus']} CPUs, torch {r['machine']['torch']} (threads: naive "
-          f"{r['settings']['torch_threads_naive']}, lift-search {r['settings']['torch_threads_lift_search']}); "
+          f"{r['settings']['torch_threads_naive']}, lift-search {r['settings']['torch_threads_lift_search']}; "
+          f"lift-search backbone runtime: {r['settings'].get('lift_search_backbone', {}).get('runtime')}); "
           f"{r['settings']['pairs']} interleaved pairs; load average at the end {r['machine']['load_avg_at_end']}\n")
     rows = [[name, f"{v['videos_per_s']:.2f}", f"{v['clips_per_s']:.2f}",
              f"{v['seconds_median']:.1f} ({v['seconds_min']:.1f}-{v['seconds_max']:.1f})"] for name, v in s.items()]

@@ -66,6 +66,7 @@ class IndexOptions:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(progress=False))
     sampling: Sampling = field(default_factory=Sampling)
     device: str = "auto"
+    runtime: str = "auto"           # backbone engine on the CPU: auto (ONNX Runtime), torch, onnxruntime
     workers: int = 2
     timeout_s: float = 120.0
     batch_frames: int = 128         # frames per backbone call, gathered across videos
@@ -85,6 +86,7 @@ class IndexReport:
     clips_total: int = 0
     repaired: dict = field(default_factory=dict)
     lift: dict = field(default_factory=dict)
+    backbone: dict = field(default_factory=dict)     # name, device, runtime
     failures: list = field(default_factory=list)     # [{"path", "reason"}] of this run
     stages: dict = field(default_factory=dict)  # seconds per stage
     seconds: float = 0.0
@@ -153,7 +155,8 @@ def _run_locked(roots, idx: IndexDir, opts: IndexOptions, report: IndexReport, r
     _remove_videos(sessions, store, idx, gone)
 
     device = resolve_device(opts.device)
-    backbone = load_backbone(opts.backbone, device=device, weights=opts.backbone_weights)
+    backbone = load_backbone(opts.backbone, device=device, weights=opts.backbone_weights, runtime=opts.runtime)
+    report.backbone = {"name": backbone.name, "device": str(backbone.device), "runtime": backbone.runtime}
     ready = _extract_features(pending, idx, backbone, opts, sessions, run, report)
 
     with run.stage("lift"):

@@ -71,7 +71,7 @@ def _load_official(path: Path, n_heads: int) -> LiFT:
     cfg = infer_config(state, n_heads)
     cfg.provenance = {"source": "official-lightning", "file": path.name,
                       "epoch": ckpt.get("epoch"), "global_step": ckpt.get("global_step")}
-    return _build(cfg, state, path, allow_missing={"feature_mean", "feature_std"})
+    return _build(cfg, state, path, allow_missing={"feature_mean", "feature_std", *_WHITENING})
 
 
 def infer_config(state: dict, n_heads: int = 8) -> LiftConfig:
@@ -88,13 +88,16 @@ def infer_config(state: dict, n_heads: int = 8) -> LiftConfig:
                       n_heads=n_heads, max_len=int(max_len))
 
 
-def _build(cfg: LiftConfig, state: dict, path: Path, allow_missing: set = frozenset()) -> LiFT:
+_WHITENING = ("static_mean", "static_whiten", "dynamic_whiten")  # identity when absent (older files)
+
+
+def _build(cfg: LiftConfig, state: dict, path: Path, allow_missing: set = frozenset(_WHITENING)) -> LiFT:
     model = LiFT(cfg)
     expected = model.state_dict()
     problems = []
     for k, v in expected.items():
         if k not in state:
-            if k not in allow_missing:
+            if k not in allow_missing or (k in _WHITENING and cfg.whiten):
                 problems.append(f"missing {k}")
         elif not torch.is_tensor(state[k]) or tuple(state[k].shape) != tuple(v.shape):
             shape = tuple(state[k].shape) if torch.is_tensor(state[k]) else type(state[k]).__name__

@@ -3,7 +3,8 @@
 The paper's recipe: reconstruction MSE + 0.1 * mean |cos(z_s, z_d)|, Adam (weight decay 1e-5),
 ReduceLROnPlateau (factor 0.5, patience 5). Added for small libraries: a held-out split with early
 stopping, optional input standardisation, and time-reversal augmentation (each batch also holds the
-reversed sequences, which teaches z_d to flip with the arrow of time).
+reversed sequences, which teaches z_d to flip with the arrow of time). Last, the descriptor's whitening
+is calibrated on all the sequences (LiFT.calibrate).
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ class TrainConfig:
     patience: int = 30          # epochs without a better held-out loss before stopping
     seed: int = 0
     reverse_augment: bool = True
+    whiten: bool = True         # calibrate the descriptor's whitening on all the sequences (LiFT.calibrate)
     device: str = "cpu"
     progress: bool = True
 
@@ -106,9 +108,12 @@ def fit(features, cfg: LiftConfig, tc: TrainConfig = TrainConfig()) -> tuple[LiF
                 log.info("early stop at epoch %d (best held-out loss %.5f)", epoch, best)
                 break
     model.load_state_dict(best_state)
+    model = model.cpu().eval()
+    if tc.whiten:
+        model.calibrate(x)
     model.config.provenance = {
         "source": "lift-search fit", "sequences": len(x), "frames": int(x.shape[1]),
         "epochs_run": len(history["train_loss"]), "best_val_loss": best,
         "seconds": round(time.time() - start, 1), "train_config": asdict(tc),
     }
-    return model.cpu().eval(), history
+    return model, history

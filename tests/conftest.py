@@ -1,8 +1,14 @@
 """Shared fixtures: a small rendered chiral library and a real index built from it (session-scoped:
 built once per test run, with the offline efficientnet-lite0 backbone and a LiFT fitted on it)."""
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
+
+# lift-search's cache (exported ONNX backbones, downloads) in a folder of this test run, never the user's;
+# set before anything is imported, so that subprocesses started by tests inherit it
+os.environ["LIFT_SEARCH_CACHE"] = tempfile.mkdtemp(prefix="lift-search-test-cache-")
 
 from indexer.clips import Sampling
 from indexer.pipeline import IndexOptions, run_index

@@ -105,6 +105,50 @@ def test_cpu_bf16_is_opt_in_and_close_to_float32(lite0):
     assert cos.min() > 0.99
 
 
+def test_onnxruntime_is_the_cpu_default_and_gives_pytorchs_features(lite0, tmp_path, monkeypatch):
+    from skimage.data import chelsea, coffee
+    assert lite0.runtime == "onnxruntime"
+    eager = load_backbone("efficientnet-lite0", device="cpu", runtime="torch")
+    assert eager.runtime == "torch" and eager._onnx is None
+    frames = np.stack([chelsea()[:300, :400], coffee()[:300, :400], random_frames(1, 300, 400)[0]])
+    a, b = lite0.encode_frames(frames), eager.encode_frames(frames)
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(np.abs(b).max()))
+    assert not np.array_equal(a, b)  # really two engines
+
+
+def test_onnx_export_is_cached_and_checked(tmp_path, monkeypatch, caplog):
+    import lift.runtime as rt
+    monkeypatch.setenv("LIFT_SEARCH_CACHE", str(tmp_path))
+    torch.manual_seed(0)
+    model = load_backbone("timm:resnet18", device="cpu", pretrained=False).model  # small and quick to export
+    calls = []
+    export = rt._export
+    monkeypatch.setattr(rt, "_export", lambda *a: calls.append(a) or export(*a))
+    first = rt.onnx_features("timm:resnet18", model, 64, tmp_path / "onnx")
+    second = rt.onnx_features("timm:resnet18", model, 64, tmp_path / "onnx")
+    assert first is not None and second is not None and len(calls) == 1  # exported once, then read
+    (onnx_file,) = (tmp_path / "onnx").glob("*.onnx")
+    assert oct(onnx_file.stat().st_mode)[-3:] == "644" and not list((tmp_path / "onnx").glob("*.tmp"))
+    x = torch.randn(3, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(second(x), rt._Features(model).eval()(x), rtol=1e-4, atol=1e-4)
+    # a cached file that does not compute this model (here: another model's weights) is caught and not used
+    other = load_backbone("timm:resnet18", device="cpu", pretrained=False).model
+    onnx_file.rename(tmp_path / "onnx" / f"timm_resnet18-64-{rt._digest(other, 64)}.onnx")
+    with caplog.at_level("WARNING"):
+        assert rt.onnx_features("timm:resnet18", other, 64, tmp_path / "onnx") is None
+    assert "differs from PyTorch" in caplog.text
+
+
+def test_runtime_choices(tmp_path, monkeypatch):
+    with pytest.raises(BackboneError, match="unknown runtime"):
+        load_backbone("efficientnet-lite0", device="cpu", runtime="tensorrt")
+    # random init: architecture checks run in PyTorch, nothing is exported
+    monkeypatch.setenv("LIFT_SEARCH_CACHE", str(tmp_path))
+    assert load_backbone("timm:resnet18", device="cpu", pretrained=False).runtime == "torch"
+    assert not (tmp_path / "onnx").exists()
+
+
 def test_preprocess_frames_any_size(lite0):
     x = lite0.preprocess_frames(random_frames(2, 480, 270))  # portrait, needs resizing
     assert x.shape == (2, 3, 224, 224) and x.dtype == torch.float32

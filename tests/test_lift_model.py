@@ -67,6 +67,43 @@ def test_describe_is_exactly_equivariant_to_time_reversal(official):
     torch.testing.assert_close(d[:, :32].norm(dim=1), torch.ones(6))
 
 
+def test_calibrated_whitening_keeps_the_reversal_exact_and_decorrelates(official, tmp_path):
+    torch.manual_seed(0)
+    lib = torch.randn(200, 16, 384).cumsum(1) / 4  # trajectories, so that dyn is not noise
+    lib[:, :, :8] += torch.linspace(0, 3, 16)[None, :, None]  # a drift every clip shares
+    model = LiFT.from_checkpoint(official.save(tmp_path / "o.safetensors"))
+    before = model.describe(lib)[:, 32:]
+    model.calibrate(lib)
+    assert model.config.whiten
+    d, rev = model.describe(lib[:6]), model.describe(lib[:6].flip(1))
+    torch.testing.assert_close(rev[:, :32], d[:, :32], atol=1e-6, rtol=0)
+    torch.testing.assert_close(rev[:, 32:], -d[:, 32:], atol=1e-6, rtol=0)
+    torch.testing.assert_close(d[:, 32:].norm(dim=1), torch.ones(6))
+
+    def top_share(v):  # share of the second moment along its top direction
+        vals = torch.linalg.eigvalsh(v.T.double() @ v.double())
+        return float(vals[-1] / vals.sum())
+    after = model.describe(lib)[:, 32:]
+    assert top_share(after) < 0.5 * top_share(before)
+    back = LiFT.from_checkpoint(model.save(tmp_path / "w.safetensors"))  # whitening travels with the weights
+    assert back.config.whiten
+    torch.testing.assert_close(back.describe(lib[:6]), d)
+
+
+def test_files_without_whitening_still_load(tmp_path):
+    from safetensors.torch import load_file, save_file
+    torch.manual_seed(0)
+    model = LiFT(LiftConfig(feature_dim=48, latent_dim=16, n_layers=1)).eval()
+    path = model.save(tmp_path / "m.safetensors")
+    from safetensors import safe_open
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata()
+    state = {k: v for k, v in load_file(str(path)).items() if "whiten" not in k and k != "static_mean"}
+    save_file(state, str(tmp_path / "old.safetensors"), metadata=meta)  # as written before whitening existed
+    x = torch.randn(3, 16, 48)
+    torch.testing.assert_close(LiFT.from_checkpoint(tmp_path / "old.safetensors").describe(x), model.describe(x))
+
+
 def test_our_format_round_trips(tmp_path):
     torch.manual_seed(0)
     cfg = LiftConfig(feature_dim=48, latent_dim=16, n_layers=2, backbone="efficientnet-lite0", feature_norm=True)
