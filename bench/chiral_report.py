@@ -237,7 +237,14 @@ def ablate(index_model, benches: dict[str, ev.Benchmark], train_seqs: np.ndarray
              "epochs_run": prov["epochs_run"], "train_seconds": prov["seconds"],
              "best_val_loss": prov["best_val_loss"], "dims": index_model.descriptor_dim,
              "results": score_model(index_model, benches, k)}]
+    import copy
+
     import torch
+    if index_model.config.whiten:  # the same weights without the descriptor whitening (LiFT.calibrate)
+        plain = copy.deepcopy(index_model)
+        plain.config.whiten = False
+        rows.append({**rows[0], "name": "index model, no whitening", "source": "the index's own LiFT with "
+                     "LiftConfig.whiten off", "results": score_model(plain, benches, k)})
 
     from lift import LiFT
 
@@ -570,7 +577,7 @@ def markdown(data: dict) -> str:
 
 def findings(data: dict) -> list[str]:
     """Observations computed from the numbers, so the text cannot go stale."""
-    abl = [r for r in data["ablation"] if r.get("max_epochs") and r["name"] != "index model"]
+    abl = [r for r in data["ablation"] if r.get("max_epochs") and not r["name"].startswith("index model")]
     out = []
     untrained = [r for r in data["ablation"] if r["name"].startswith("untrained")]
     for r in untrained:
@@ -682,7 +689,7 @@ def plots(data: dict, docs: Path) -> None:
     fig.savefig(docs / "eval_motion_sweep.png", dpi=110)
     plt.close(fig)
 
-    abl = [r for r in data["ablation"] if r.get("max_epochs") and r["name"] != "index model"]
+    abl = [r for r in data["ablation"] if r.get("max_epochs") and not r["name"].startswith("index model")]
     untrained = [r for r in data["ablation"] if r["name"].startswith("untrained")]
     benches = [b for b in ("synth", "unseen") if b in data["benchmarks"]]
     metrics = (("CiA probe accuracy", lambda x: x["probe_sym"], lambda x: x["probe_raw"]),

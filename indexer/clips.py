@@ -58,14 +58,24 @@ def _sample(first: int, last: int, k: int) -> tuple[int, ...]:
     return tuple(int(i) for i in np.linspace(first, last, k).astype(int))
 
 
+def _on_grid(start: float, k: int, step: float, fps: float, n: int) -> tuple[int, ...]:
+    """k frames of a window: those shown at the middles of its k equal parts, the parts being cells of
+    one grid of ``step`` seconds for the whole video (a window starting off the grid, the final one,
+    moves forward onto it, so that it still reaches the end)."""
+    m0 = math.ceil(start / step - 1e-9)
+    return tuple(min(int((m0 + j + 0.5) * step * fps + 1e-6), n - 1) for j in range(k))
+
+
 def plan_clips(info: VideoInfo, sampling: Sampling) -> list[ClipPlan]:
     """Cut a video into clips.
 
-    A video of at most ``max_single_s`` seconds is one clip sampling ``linspace(0, n_frames - 1, k)``.
-    A longer one gets windows ``[s, s + window_s)`` for ``s = 0, stride, 2*stride, ...`` while the
-    window fits, plus a final window ending exactly at the video's end if the last one falls short.
-    A window's frames are those whose timestamp ``i / fps`` lies inside it; the clip samples them
-    with the same linspace formula. No frames (or no frame rate) gives no clips.
+    A video of at most ``max_single_s`` seconds is one clip sampling ``linspace(0, n_frames - 1, k)``
+    (the paper's protocol). A longer one gets windows ``[s, s + window_s)`` for ``s = 0, stride,
+    2*stride, ...`` while the window fits, plus a final window ending exactly at the video's end if the
+    last one falls short. A window samples the frames shown at the middles of its k equal parts, on one
+    time grid of ``window_s / k`` seconds for the whole video: windows that overlap share those frames
+    (with the default 4 s windows every 2 s, half of them), so each is decoded and embedded once, and a
+    long video costs half the backbone work. No frames (or no frame rate) gives no clips.
     """
     n, fps, k = info.n_frames, info.fps, sampling.frames_per_clip
     if n <= 0 or not fps > 0:
@@ -82,14 +92,8 @@ def plan_clips(info: VideoInfo, sampling: Sampling) -> list[ClipPlan]:
         i += 1
     if starts[-1] + window < duration - _EPS:
         starts.append(duration - window)
-
-    plans = []
-    for start in starts:
-        end = min(start + window, duration)
-        first = min(math.ceil(start * fps - 1e-6), n - 1)  # first frame with timestamp >= start
-        last = max(min(math.ceil(end * fps - 1e-6) - 1, n - 1), first)  # last frame before end
-        plans.append(ClipPlan(start, end, _sample(first, last, k)))
-    return plans
+    step = window / k
+    return [ClipPlan(start, min(start + window, duration), _on_grid(start, k, step, fps, n)) for start in starts]
 
 
 def union_indices(plans: Iterable[ClipPlan]) -> np.ndarray:

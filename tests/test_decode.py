@@ -1,6 +1,7 @@
 """Clip planning and crash-isolated decoding (indexer.clips, indexer.decode), on generated media."""
 from __future__ import annotations
 
+import math
 import shutil
 import struct
 import threading
@@ -99,23 +100,41 @@ def test_short_video_is_one_clip_with_the_papers_indices():
         assert plan.frame_indices == tuple(np.linspace(0, n - 1, 16).astype(int))
 
 
+def grid(start: float, fps: float = 25.0, n: int = 10**9) -> tuple[int, ...]:
+    """The frames shown at the middles of the 16 quarter-seconds of a 4 s window starting at `start`."""
+    return tuple(min(int((math.ceil(start / 0.25 - 1e-9) + j + 0.5) * 0.25 * fps + 1e-6), n - 1) for j in range(16))
+
+
 def test_long_video_windows_and_final_window_reaching_the_end():
     plans = plan_clips(VideoInfo(263, 25.0, 320, 240), S)  # 10.52 s
     assert [(p.start_s, p.end_s) for p in plans[:4]] == [(0, 4), (2, 6), (4, 8), (6, 10)]
     assert plans[-1].start_s == pytest.approx(6.52) and plans[-1].end_s == pytest.approx(10.52)
-    assert plans[0].frame_indices == paper(0, 99) and plans[1].frame_indices == paper(50, 149)
-    assert plans[-1].frame_indices == paper(163, 262)
+    assert plans[0].frame_indices == (3, 9, 15, 21, 28, 34, 40, 46, 53, 59, 65, 71, 78, 84, 90, 96)
+    assert plans[1].frame_indices == grid(2.0) and plans[-1].frame_indices == grid(6.52, n=263)
     exact = plan_clips(VideoInfo(250, 25.0, 320, 240), S)  # 10 s: the last regular window ends at the end
     assert [(p.start_s, p.end_s) for p in exact] == [(0, 4), (2, 6), (4, 8), (6, 10)]
+
+
+def test_overlapping_windows_share_their_frames():
+    plans = plan_clips(VideoInfo(250, 25.0, 320, 240), S)  # 10 s: 4 windows, each half shared
+    for a, b in zip(plans, plans[1:]):
+        assert a.frame_indices[8:] == b.frame_indices[:8]
+    assert len(union_indices(plans)) == 40  # 8 per 2 s, against 64 for 4 unshared windows
+    long = plan_clips(VideoInfo(3000, 25.0, 320, 240), S)  # 2 min: 59 windows
+    assert len(union_indices(long)) == 8 * (len(long) + 1)  # every frame embedded once, each used twice
+    # the final window, off the regular starts, snaps to the same grid and shares frames too
+    tail = plan_clips(VideoInfo(263, 25.0, 320, 240), S)
+    assert len(set(tail[-1].frame_indices) & set(tail[-2].frame_indices)) >= 12
 
 
 def test_windows_hold_their_frames_at_fractional_fps():
     fps = 30000 / 1001
     plans = plan_clips(VideoInfo(1000, fps, 640, 360), S)  # 33.4 s
-    assert plans[-1].end_s == pytest.approx(1000 / fps) and plans[-1].frame_indices[-1] == 999
+    step = S.window_s / 16
+    assert plans[-1].end_s == pytest.approx(1000 / fps) and plans[-1].frame_indices[-1] >= 999 - step * fps
     for p in plans:
-        assert len(p.frame_indices) == 16
-        assert all(p.start_s - 1e-6 <= i / fps < p.end_s for i in p.frame_indices)
+        assert len(p.frame_indices) == 16 and list(p.frame_indices) == sorted(p.frame_indices)
+        assert all(p.start_s - step / 2 <= i / fps < p.end_s + step / 2 for i in p.frame_indices)
 
 
 def test_tiny_and_empty_videos():
