@@ -82,18 +82,18 @@ def onnx_features(name: str, model: nn.Module, size: int, cache: Path) -> Callab
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         opts.log_severity_level = 3
         session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+        def run(x: torch.Tensor) -> torch.Tensor:
+            x = np.ascontiguousarray(x.detach().float().cpu().numpy())  # ORT wants NCHW
+            return torch.from_numpy(session.run(None, {"x": x})[0])
+
+        probe = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            want, got = module(probe), run(probe)
     except Exception as e:  # an op the exporter or ORT does not know; an unwritable cache
         log.warning("backbone %s cannot run in ONNX Runtime (%s: %s); it runs in PyTorch",
                     name, type(e).__name__, str(e).splitlines()[0][:200] if str(e) else "")
         return None
-
-    def run(x: torch.Tensor) -> torch.Tensor:
-        x = np.ascontiguousarray(x.detach().float().cpu().numpy())  # ORT wants NCHW
-        return torch.from_numpy(session.run(None, {"x": x})[0])
-
-    probe = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        want, got = module(probe), run(probe)
     err, scale = float((want - got).abs().max()), float(want.abs().max())
     if got.shape != want.shape or not err <= 1e-4 * scale + 1e-5:
         log.warning("backbone %s: ONNX Runtime output differs from PyTorch's (max abs error %.2e): it runs "

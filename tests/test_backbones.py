@@ -140,6 +140,21 @@ def test_onnx_export_is_cached_and_checked(tmp_path, monkeypatch, caplog):
     assert "differs from PyTorch" in caplog.text
 
 
+def test_a_model_that_does_not_export_runs_in_pytorch_with_a_warning(tmp_path, monkeypatch, caplog):
+    import lift.runtime as rt
+    monkeypatch.setenv("LIFT_SEARCH_CACHE", str(tmp_path))
+
+    def refuse(*_):
+        raise RuntimeError("Exporting the operator 'aten::frobnicate' to ONNX is not supported")
+    monkeypatch.setattr(rt, "_export", refuse)
+    with caplog.at_level("WARNING"):
+        auto = load_backbone("efficientnet-lite0", device="cpu")
+    assert auto.runtime == "torch" and "aten::frobnicate" in caplog.text
+    assert auto.encode_frames(random_frames(1, 224, 224)).shape == (1, 1280)
+    with pytest.raises(BackboneError, match="cannot run in ONNX Runtime"):
+        load_backbone("efficientnet-lite0", device="cpu", runtime="onnxruntime")
+
+
 def test_runtime_choices(tmp_path, monkeypatch):
     with pytest.raises(BackboneError, match="unknown runtime"):
         load_backbone("efficientnet-lite0", device="cpu", runtime="tensorrt")
