@@ -8,6 +8,8 @@ import os
 import sys
 from pathlib import Path
 
+from indexer import FIT_EPOCHS
+
 log = logging.getLogger("lift-search")
 
 
@@ -154,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--lift", default="auto", help="official | fit | PATH (default: official for DINOv2, else fit)")
     sp.add_argument("--refit", action="store_true", help="retrain the library's LiFT and re-describe all clips")
     sp.add_argument("--latent-dim", type=int, default=192, help="d of a LiFT trained with --lift fit")
-    sp.add_argument("--epochs", type=int, default=300, help="max epochs of --lift fit (early stopping)")
+    sp.add_argument("--epochs", type=int, default=FIT_EPOCHS, help="max epochs of --lift fit (default %(default)s; early stopping)")
     sp.add_argument("--window", type=float, default=4.0, help="clip window of long videos, seconds")
     sp.add_argument("--stride", type=float, default=2.0, help="step between windows, seconds")
     sp.add_argument("--max-single", type=float, default=6.0, help="videos up to this long are one clip")
@@ -188,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = verb("demo", cmd_demo)
     sp.add_argument("--out", default="demo", help="folder for the demo library and its index")
     sp.add_argument("--scenes", type=int, default=2, help="scenes per chiral pair")
-    sp.add_argument("--epochs", type=int, default=300)
+    sp.add_argument("--epochs", type=int, default=FIT_EPOCHS)
 
     sp = verb("ui", cmd_ui)
     sp.add_argument("--index", required=True)

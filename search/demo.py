@@ -5,7 +5,7 @@ import logging
 import time
 from pathlib import Path
 
-from indexer.pipeline import IndexOptions, run_index
+from indexer.pipeline import FIT_EPOCHS, IndexOptions, run_index
 from indexer.synth import render_library
 from lift.train import TrainConfig
 
@@ -14,7 +14,7 @@ from .engine import SearchEngine
 log = logging.getLogger(__name__)
 
 
-def run_demo(out: Path, scenes: int = 2, epochs: int = 300) -> int:
+def run_demo(out: Path, scenes: int = 2, epochs: int = FIT_EPOCHS) -> int:
     start = time.time()
     library, index = out / "library", out / "index"
     clips = render_library(library, n_scenes_per_group=scenes, variants=2, seed=0)
