@@ -818,7 +818,7 @@ def main(argv=None) -> int:
         table2.append({"line": line, "columns": cols})
     import torch
 
-    data = {"generated_by": f"python bench/chiral_report.py --work {work}",
+    data = {"generated_by": "python bench/chiral_report.py " + " ".join(argv if argv is not None else sys.argv[1:]),
             "generated_at": time.strftime("%Y-%m-%d %H:%M"),
             "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores (shared), torch {torch.__version__} "
                        f"with {torch.get_num_threads()} threads, no GPU",
