@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from db import Clip, Failure, Video, get_setting, open_db, set_setting
 from lift import LiFT, LiftConfig, load_backbone
-from lift.checkpoint import download_official, load_checkpoint
+from lift.checkpoint import download_official, hash_weights, load_checkpoint
 from lift.train import TrainConfig, fit, resolve_device
 
 from . import FIT_EPOCHS
@@ -414,11 +414,7 @@ def model_digest(model: LiFT) -> str:
     time): a rerun that trains the same weights again gives the same name."""
     h = hashlib.sha256(json.dumps({k: v for k, v in asdict(model.config).items() if k != "provenance"},
                                   sort_keys=True).encode())
-    for k, v in sorted(model.state_dict().items()):
-        t = v.detach().cpu().contiguous()
-        h.update(f"{k}:{t.dtype}:{tuple(t.shape)}".encode())
-        h.update(t.numpy().tobytes())
-    return h.hexdigest()[:16]
+    return hash_weights(h, model).hexdigest()[:16]
 
 
 def _library_sequences(idx: IndexDir, sessions, ready: list[Pending]) -> np.ndarray:

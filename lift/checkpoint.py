@@ -145,6 +145,15 @@ def save_safetensors(model: LiFT, path: str | Path) -> Path:
     return path
 
 
+def hash_weights(h, module: torch.nn.Module):
+    """Feed ``module``'s state_dict (names, dtypes, shapes, values; in name order) into hashlib object h."""
+    for k, v in sorted(module.state_dict().items()):
+        t = v.detach().cpu().contiguous()
+        h.update(f"{k}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update((t.float() if t.dtype == torch.bfloat16 else t).numpy().tobytes())  # numpy has no bf16
+    return h
+
+
 def weights_hash(path: str | Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

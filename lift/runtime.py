@@ -37,12 +37,10 @@ class _Features(nn.Module):
 
 
 def _digest(model: nn.Module, size: int) -> str:
+    from .checkpoint import hash_weights
+
     h = hashlib.sha256(f"{type(model).__name__}:{size}:{torch.__version__}".encode())
-    for k, v in sorted(model.state_dict().items()):
-        t = v.detach().cpu().contiguous()
-        h.update(f"{k}:{t.dtype}:{tuple(t.shape)}".encode())
-        h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
-    return h.hexdigest()[:16]
+    return hash_weights(h, model).hexdigest()[:16]
 
 
 def _export(module: nn.Module, size: int, path: Path) -> None:

@@ -5,7 +5,8 @@ import logging
 import time
 from pathlib import Path
 
-from indexer.pipeline import FIT_EPOCHS, IndexOptions, run_index
+from indexer import FIT_EPOCHS
+from indexer.pipeline import IndexOptions, run_index
 from indexer.synth import render_library
 from lift.train import TrainConfig
 
