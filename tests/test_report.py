@@ -1,0 +1,24 @@
+"""docs/evaluation.md is made from docs/evaluation.json by bench/chiral_report.py, never edited by hand."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def load_report():
+    spec = importlib.util.spec_from_file_location("chiral_report", ROOT / "bench" / "chiral_report.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_evaluation_markdown_is_rendered_from_its_json():
+    report = load_report()
+    data = json.loads((ROOT / "docs" / "evaluation.json").read_text())
+    data["headline"] = report.headline(data)
+    data["findings"] = report.findings(data)
+    assert report.markdown(data) == (ROOT / "docs" / "evaluation.md").read_text()
+
