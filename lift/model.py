@@ -177,11 +177,13 @@ class LiFT(nn.Module):
         z_s, z_d = self.encoder(x)
         return z_s, z_d, self.decoder(z_s, z_d, x.shape[1])
 
-    def loss(self, x: torch.Tensor) -> torch.Tensor:
+    def loss(self, x: torch.Tensor, latents: bool = False):
+        """Reconstruction MSE + ortho_weight * mean |cos(z_s, z_d)|; with latents=True, (loss, z_s, z_d)."""
         z_s, z_d, x_hat = self(x)
         rec = F.mse_loss(x_hat, self.normalise(x))
         ortho = F.cosine_similarity(z_s, z_d, dim=-1).abs().mean()
-        return rec + self.config.ortho_weight * ortho
+        loss = rec + self.config.ortho_weight * ortho
+        return (loss, z_s, z_d) if latents else loss
 
     # ---- inference API -----------------------------------------------------------------------
     @property

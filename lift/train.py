@@ -3,8 +3,10 @@
 The paper's recipe: reconstruction MSE + 0.1 * mean |cos(z_s, z_d)|, Adam (weight decay 1e-5),
 ReduceLROnPlateau (factor 0.5, patience 5). Added for small libraries: a held-out split with early
 stopping, optional input standardisation, and time-reversal augmentation (each batch also holds the
-reversed sequences, which teaches z_d to flip with the arrow of time). Last, the descriptor's whitening
-is calibrated on all the sequences (LiFT.calibrate).
+reversed sequences, which teaches z_d to flip with the arrow of time), and an optional slope anchor
+(TrainConfig.anchor > 0: z_d should be a linear function, learned, of the least-squares slope of the
+frames, which makes one direction of change read the same in every scene; off by default, see
+docs/evaluation.md). Last, the descriptor's whitening is calibrated on all the sequences (LiFT.calibrate).
 """
 from __future__ import annotations
 
@@ -15,6 +17,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
+import torch.nn as nn
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .model import LiFT, LiftConfig
@@ -33,6 +37,7 @@ class TrainConfig:
     seed: int = 0
     reverse_augment: bool = True
     whiten: bool = True         # calibrate the descriptor's whitening on all the sequences (LiFT.calibrate)
+    anchor: float = 0.0         # weight of the slope anchor, 1 - cos(z_d, A slope(x)); 0: the paper's loss
     device: str = "cpu"
     progress: bool = True
 
@@ -45,7 +50,21 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def _epoch_loss(model: LiFT, data: torch.Tensor, tc: TrainConfig, opt=None, gen=None) -> float:
+def slope(x: torch.Tensor) -> torch.Tensor:
+    """Least-squares slope of each sequence over t in [-1/2, 1/2]: (B, T, D) -> (B, D)."""
+    t = torch.linspace(-0.5, 0.5, x.shape[1], device=x.device, dtype=x.dtype)  # (T,)
+    return torch.einsum("t,btd->bd", t, x) / (t * t).sum()
+
+
+def _loss(model: LiFT, x: torch.Tensor, head: nn.Module | None, weight: float) -> torch.Tensor:
+    """The paper's loss, plus weight * (1 - cos(z_d, head(slope))) when a slope-anchor head is given."""
+    if head is None:
+        return model.loss(x)
+    loss, _, z_d = model.loss(x, latents=True)
+    return loss + weight * (1 - F.cosine_similarity(z_d, head(slope(model.normalise(x))), dim=-1)).mean()
+
+
+def _epoch_loss(model: LiFT, data: torch.Tensor, tc: TrainConfig, opt=None, gen=None, head=None) -> float:
     """One pass over `data` (N, T, D); trains when an optimiser is given. Returns the mean loss."""
     order = torch.randperm(len(data), generator=gen) if opt else torch.arange(len(data))
     total, count = 0.0, 0
@@ -54,7 +73,7 @@ def _epoch_loss(model: LiFT, data: torch.Tensor, tc: TrainConfig, opt=None, gen=
         if tc.reverse_augment:
             x = torch.cat([x, x.flip(1)])                         # (2b, T, D)
         with torch.set_grad_enabled(opt is not None):
-            loss = model.loss(x)
+            loss = _loss(model, x, head, tc.anchor)
         if opt is not None:
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -83,7 +102,10 @@ def fit(features, cfg: LiftConfig, tc: TrainConfig = TrainConfig()) -> tuple[LiF
         flat = train.reshape(-1, cfg.feature_dim)
         model.feature_mean.copy_(flat.mean(0))
         model.feature_std.copy_(flat.std(0).clamp_min(1e-3))
-    opt = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    # the slope anchor's map A (D -> d) is trained beside the model and thrown away after
+    head = nn.Linear(cfg.feature_dim, cfg.latent_dim, bias=False).to(device) if tc.anchor > 0 else None
+    params = list(model.parameters()) + (list(head.parameters()) if head is not None else [])
+    opt = torch.optim.Adam(params, lr=tc.lr, weight_decay=tc.weight_decay)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=5)
 
     history = {"train_loss": [], "val_loss": []}
@@ -92,9 +114,9 @@ def fit(features, cfg: LiftConfig, tc: TrainConfig = TrainConfig()) -> tuple[LiF
     bar = tqdm(range(tc.epochs), desc="train LiFT", unit="epoch", disable=not tc.progress)
     for epoch in bar:
         model.train()
-        tr = _epoch_loss(model, train, tc, opt, gen)
+        tr = _epoch_loss(model, train, tc, opt, gen, head)
         model.eval()
-        va = _epoch_loss(model, val, tc) if n_val else tr
+        va = _epoch_loss(model, val, tc, head=head) if n_val else tr
         sched.step(va)
         history["train_loss"].append(tr)
         history["val_loss"].append(va)
