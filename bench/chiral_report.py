@@ -362,14 +362,25 @@ def _rhead(k: int) -> list[str]:
     return ["fwd top-1", "rev top-1", "chiral", "both", f"fwd P@{k}", f"rev P@{k}"]
 
 
+def best_baseline(probe: dict) -> dict:
+    """The baseline method with the highest probe accuracy in an `ev.run_probe` result."""
+    return max((m for m in probe["methods"] if m["kind"] == "baseline"), key=lambda m: m["accuracy"])
+
+
+def recipe_rows(data: dict) -> list[dict]:
+    """The ablation's LiFTs retrained with the plain recipe on the main benchmark's clips (no index model,
+    no untrained model, no other training library, no slope anchor)."""
+    return [r for r in data["ablation"] if r.get("max_epochs") and not r["name"].startswith("index model")
+            and r.get("train", "synth") == "synth" and not r.get("anchor")]
+
+
 def headline(data: dict) -> dict:
     """The numbers the acceptance criteria ask about, on the main synthetic benchmark."""
     b = data["benchmarks"]["synth"]
     probe = {m["key"]: m for m in b["probe"]["methods"]}
     ret = {m["key"]: m for m in b["retrieval"]["methods"]}
     sweep = {s["motion"]: s for s in b["retrieval"]["engine_sweep"]}
-    base = [m for m in b["probe"]["methods"] if m["kind"] == "baseline"]
-    best = max(base, key=lambda m: m["accuracy"])
+    best = best_baseline(b["probe"])
     lift = probe["lift_sym"]
     return {"mean_pooling_chiral_top1": ret["mean"]["chiral_top1"], "mean_pooling_both_top1": ret["mean"]["both_top1"],
             "mean_pooling_reverse_top1": ret["mean"]["reverse_top1"],
@@ -412,9 +423,8 @@ def markdown(data: dict) -> str:
            "consistent within a scene but not across scenes for about half of the groups)."))
     if uns:
         up = {m["key"]: m for m in uns["probe"]["methods"]}
-        ub = max((m for m in uns["probe"]["methods"] if m["kind"] == "baseline"), key=lambda m: m["accuracy"])
-        retrained = [r for r in data["ablation"] if r.get("max_epochs") and not r["name"].startswith("index model")
-                     and r.get("train", "synth") == "synth" and not r.get("anchor")]
+        ub = best_baseline(uns["probe"])
+        retrained = recipe_rows(data)
         spread = "; ".join(
             f"{'synthetic' if b == 'synth' else 'unseen'} {_pct(min(r['results'][b]['probe_sym'] for r in retrained))}"
             f"-{_pct(max(r['results'][b]['probe_sym'] for r in retrained))} %" for b in ("synth", "unseen")) \
@@ -617,8 +627,7 @@ def markdown(data: dict) -> str:
 
 def findings(data: dict) -> list[str]:
     """Observations computed from the numbers, so the text cannot go stale."""
-    abl = [r for r in data["ablation"] if r.get("max_epochs") and not r["name"].startswith("index model")
-           and r.get("train", "synth") == "synth" and not r.get("anchor")]
+    abl = recipe_rows(data)
     out = []
     untrained = [r for r in data["ablation"] if r["name"].startswith("untrained")]
     for r in untrained:
@@ -755,8 +764,7 @@ def plots(data: dict, docs: Path) -> None:
     fig.savefig(docs / "eval_motion_sweep.png", dpi=110)
     plt.close(fig)
 
-    abl = [r for r in data["ablation"] if r.get("max_epochs") and not r["name"].startswith("index model")
-           and r.get("train", "synth") == "synth" and not r.get("anchor")]
+    abl = recipe_rows(data)
     untrained = [r for r in data["ablation"] if r["name"].startswith("untrained")]
     benches = [b for b in ("synth", "unseen") if b in data["benchmarks"]]
     metrics = (("CiA probe accuracy", lambda x: x["probe_sym"], lambda x: x["probe_raw"]),
@@ -777,8 +785,7 @@ def plots(data: dict, docs: Path) -> None:
                     ax.axhline(100 * f(r["results"][bench]), c=c, ls=":", lw=1, label=f"{lab}, untrained (random init)")
             ax.axhline(50 if "probe" in title else 0, c="k", ls="--", lw=0.6)
             if "probe" in title:  # the bar LiFT has to reach
-                base = [m for m in data["benchmarks"][bench]["probe"]["methods"] if m["kind"] == "baseline"]
-                best = max(base, key=lambda m: m["accuracy"])
+                best = best_baseline(data["benchmarks"][bench]["probe"])
                 ax.axhline(100 * best["accuracy"], c="#2e8b57", ls="-.", lw=1,
                            label=f"best baseline: {best['name']} ({best['dims']}-d)")
             ax.set_xticks(LATENT_DIMS)
@@ -791,9 +798,15 @@ def plots(data: dict, docs: Path) -> None:
     plt.close(fig)
 
 
-def render_docs(data: dict, docs: Path) -> None:
+def with_text(data: dict) -> dict:
+    """Add the numbers and sentences derived from the runs (headline, findings) that the docs show."""
     data["headline"] = headline(data)
     data["findings"] = findings(data)
+    return data
+
+
+def render_docs(data: dict, docs: Path) -> None:
+    with_text(data)
     docs.mkdir(parents=True, exist_ok=True)
     plots(data, docs)
     (docs / "evaluation.md").write_text(markdown(data))

@@ -17,9 +17,7 @@ def load_report():
 
 def test_evaluation_markdown_is_rendered_from_its_json():
     report = load_report()
-    data = json.loads((ROOT / "docs" / "evaluation.json").read_text())
-    data["headline"] = report.headline(data)
-    data["findings"] = report.findings(data)
+    data = report.with_text(json.loads((ROOT / "docs" / "evaluation.json").read_text()))
     assert report.markdown(data) == (ROOT / "docs" / "evaluation.md").read_text(), (
         "docs/evaluation.md differs from what its JSON renders to: re-render it with "
         "`python bench/chiral_report.py --markdown-only` (or rerun the report), never by hand")
