@@ -28,7 +28,7 @@ from lift import LiFT, LiftConfig, load_backbone
 from lift.checkpoint import download_official, hash_weights, load_checkpoint
 from lift.train import TrainConfig, fit, resolve_device
 
-from . import FIT_EPOCHS
+from . import FIT_ANCHOR, FIT_EPOCHS
 from .clips import Sampling
 from .decode import DecodePool
 from .library import THUMB_HEIGHT, IndexDir, VideoFeatures
@@ -64,7 +64,8 @@ class IndexOptions:
     lift: str = "auto"              # "official", "fit", or a checkpoint path; auto: official for DINOv2
     refit: bool = False             # train a new LiFT on the library (fit mode) and re-describe all clips
     latent_dim: int = 192           # d of a LiFT trained here
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=FIT_EPOCHS, progress=False))
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=FIT_EPOCHS, anchor=FIT_ANCHOR,
+                                                                   progress=False))
     sampling: Sampling = field(default_factory=Sampling)
     device: str = "auto"
     runtime: str = "auto"           # backbone engine on the CPU: auto (ONNX Runtime), torch, onnxruntime

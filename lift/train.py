@@ -4,9 +4,9 @@ The paper's recipe: reconstruction MSE + 0.1 * mean |cos(z_s, z_d)|, Adam (weigh
 ReduceLROnPlateau (factor 0.5, patience 5). Added for small libraries: a held-out split with early
 stopping, optional input standardisation, and time-reversal augmentation (each batch also holds the
 reversed sequences, which teaches z_d to flip with the arrow of time), and an optional slope anchor
-(TrainConfig.anchor > 0: z_d should be a linear function, learned, of the least-squares slope of the
-frames, which makes one direction of change read the same in every scene; off by default, see
-docs/evaluation.md). Last, the descriptor's whitening is calibrated on all the sequences (LiFT.calibrate).
+(TrainConfig.anchor > 0: z_d should point along the least-squares slope of the frames, projected on the
+library's top-d slope directions, which makes one direction of change read the same in every scene;
+see docs/evaluation.md). Last, the descriptor's whitening is calibrated on all the sequences (LiFT.calibrate).
 """
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ class TrainConfig:
     seed: int = 0
     reverse_augment: bool = True
     whiten: bool = True         # calibrate the descriptor's whitening on all the sequences (LiFT.calibrate)
-    anchor: float = 0.0         # weight of the slope anchor, 1 - cos(z_d, A slope(x)); 0: the paper's loss
+    anchor: float = 0.0         # weight of the slope anchor, 1 - cos(z_d, slope(x) @ basis); 0: the paper's loss
     device: str = "cpu"
     progress: bool = True
 
@@ -56,15 +56,29 @@ def slope(x: torch.Tensor) -> torch.Tensor:
     return torch.einsum("t,btd->bd", t, x) / (t * t).sum()
 
 
-def _loss(model: LiFT, x: torch.Tensor, head: nn.Module | None, weight: float) -> torch.Tensor:
-    """The paper's loss, plus weight * (1 - cos(z_d, head(slope))) when a slope-anchor head is given."""
-    if head is None:
+def slope_basis(x: torch.Tensor, d: int) -> torch.Tensor:
+    """The top-d principal directions (uncentred) of the slopes of sequences x (N, T, D): (D, d).
+
+    Uncentred, because slopes flip sign with time reversal: the library's slopes are centred on zero
+    once each clip comes with its reversal. Fewer clips than d leave the remaining columns zero."""
+    s = slope(x).double()                                   # (N, D)
+    _, _, vt = torch.linalg.svd(s, full_matrices=False)     # (min(N, D), D)
+    basis = torch.zeros(x.shape[2], d, dtype=x.dtype, device=x.device)
+    k = min(d, vt.shape[0])
+    basis[:, :k] = vt[:k].T.to(x.dtype)
+    return basis
+
+
+def _loss(model: LiFT, x: torch.Tensor, basis: torch.Tensor | None, weight: float) -> torch.Tensor:
+    """The paper's loss, plus weight * (1 - cos(z_d, slope(x) @ basis)) when an anchor basis is given."""
+    if basis is None:
         return model.loss(x)
     loss, _, z_d = model.loss(x, latents=True)
-    return loss + weight * (1 - F.cosine_similarity(z_d, head(slope(model.normalise(x))), dim=-1)).mean()
+    target = slope(model.normalise(x)) @ basis               # (B, d)
+    return loss + weight * (1 - F.cosine_similarity(z_d, target, dim=-1)).mean()
 
 
-def _epoch_loss(model: LiFT, data: torch.Tensor, tc: TrainConfig, opt=None, gen=None, head=None) -> float:
+def _epoch_loss(model: LiFT, data: torch.Tensor, tc: TrainConfig, opt=None, gen=None, basis=None) -> float:
     """One pass over `data` (N, T, D); trains when an optimiser is given. Returns the mean loss."""
     order = torch.randperm(len(data), generator=gen) if opt else torch.arange(len(data))
     total, count = 0.0, 0
@@ -73,7 +87,7 @@ def _epoch_loss(model: LiFT, data: torch.Tensor, tc: TrainConfig, opt=None, gen=
         if tc.reverse_augment:
             x = torch.cat([x, x.flip(1)])                         # (2b, T, D)
         with torch.set_grad_enabled(opt is not None):
-            loss = _loss(model, x, head, tc.anchor)
+            loss = _loss(model, x, basis, tc.anchor)
         if opt is not None:
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -84,7 +98,8 @@ def _epoch_loss(model: LiFT, data: torch.Tensor, tc: TrainConfig, opt=None, gen=
 
 
 def fit(features, cfg: LiftConfig, tc: TrainConfig = TrainConfig()) -> tuple[LiFT, dict]:
-    """Train a LiFT on `features` (N, T, D). Returns the best model (eval mode) and a history dict."""
+    """Train a LiFT on `features` (N, T, D). Returns the best model (eval mode) and a history dict (losses
+    per epoch; the slope anchor's basis (D, d), or None without the anchor)."""
     x = torch.as_tensor(np.asarray(features, dtype=np.float32))
     if x.ndim != 3 or x.shape[2] != cfg.feature_dim:
         raise ValueError(f"features must be (N, T, {cfg.feature_dim}); got {tuple(x.shape)}")
@@ -102,21 +117,20 @@ def fit(features, cfg: LiftConfig, tc: TrainConfig = TrainConfig()) -> tuple[LiF
         flat = train.reshape(-1, cfg.feature_dim)
         model.feature_mean.copy_(flat.mean(0))
         model.feature_std.copy_(flat.std(0).clamp_min(1e-3))
-    # the slope anchor's map A (D -> d) is trained beside the model and thrown away after
-    head = nn.Linear(cfg.feature_dim, cfg.latent_dim, bias=False).to(device) if tc.anchor > 0 else None
-    params = list(model.parameters()) + (list(head.parameters()) if head is not None else [])
-    opt = torch.optim.Adam(params, lr=tc.lr, weight_decay=tc.weight_decay)
+    # the slope anchor's target space: the top-d principal directions of the training clips' slopes
+    basis = slope_basis(model.normalise(train), cfg.latent_dim) if tc.anchor > 0 else None
+    opt = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=5)
 
-    history = {"train_loss": [], "val_loss": []}
+    history = {"train_loss": [], "val_loss": [], "anchor_basis": basis}
     best, best_state, stale = math.inf, None, 0
     start = time.time()
     bar = tqdm(range(tc.epochs), desc="train LiFT", unit="epoch", disable=not tc.progress)
     for epoch in bar:
         model.train()
-        tr = _epoch_loss(model, train, tc, opt, gen, head)
+        tr = _epoch_loss(model, train, tc, opt, gen, basis)
         model.eval()
-        va = _epoch_loss(model, val, tc, head=head) if n_val else tr
+        va = _epoch_loss(model, val, tc, basis=basis) if n_val else tr
         sched.step(va)
         history["train_loss"].append(tr)
         history["val_loss"].append(va)

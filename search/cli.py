@@ -8,7 +8,10 @@ import os
 import sys
 from pathlib import Path
 
-from indexer import FIT_EPOCHS
+from indexer import FIT_ANCHOR, FIT_EPOCHS
+
+ANCHOR_HELP = ("weight of the slope anchor, which ties z_d to the direction of change of the frames so that "
+               "it reads the same in every scene (default %(default)s; 0: the paper's loss)")
 
 log = logging.getLogger("lift-search")
 
@@ -37,7 +40,8 @@ def cmd_index(a) -> int:
     opts = IndexOptions(backbone=a.backbone, backbone_weights=a.backbone_weights, lift=a.lift, refit=a.refit,
                         latent_dim=a.latent_dim, device=a.device, workers=a.workers, timeout_s=a.timeout,
                         sampling=Sampling(window_s=a.window, stride_s=a.stride, max_single_s=a.max_single),
-                        train=TrainConfig(epochs=a.epochs, progress=not a.json), progress=not a.json)
+                        train=TrainConfig(epochs=a.epochs, anchor=a.anchor, progress=not a.json),
+                        progress=not a.json)
     report = run_index(a.dirs, a.index, opts)
     if a.json:
         print(json.dumps(report.to_dict(), indent=1))
@@ -104,7 +108,7 @@ def cmd_train(a) -> int:
         arrays += [data[k] for k in data.files] if hasattr(data, "files") else [data]
     x = np.concatenate(arrays).astype(np.float32)
     cfg = LiftConfig(feature_dim=x.shape[-1], latent_dim=a.latent_dim, feature_norm=True)
-    model, hist = fit(x, cfg, TrainConfig(epochs=a.epochs, device=a.device, seed=a.seed))
+    model, hist = fit(x, cfg, TrainConfig(epochs=a.epochs, device=a.device, seed=a.seed, anchor=a.anchor))
     model.save(a.out)
     print(f"trained on {len(x)} sequences, {len(hist['val_loss'])} epochs, "
           f"held-out loss {min(hist['val_loss']):.4f}; wrote {a.out}")
@@ -157,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--refit", action="store_true", help="retrain the library's LiFT and re-describe all clips")
     sp.add_argument("--latent-dim", type=int, default=192, help="d of a LiFT trained with --lift fit")
     sp.add_argument("--epochs", type=int, default=FIT_EPOCHS, help="max epochs of --lift fit (default %(default)s; early stopping)")
+    sp.add_argument("--anchor", type=float, default=FIT_ANCHOR, help=ANCHOR_HELP)
     sp.add_argument("--window", type=float, default=4.0, help="clip window of long videos, seconds")
     sp.add_argument("--stride", type=float, default=2.0, help="step between windows, seconds")
     sp.add_argument("--max-single", type=float, default=6.0, help="videos up to this long are one clip")
@@ -185,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--latent-dim", type=int, default=192)
     sp.add_argument("--epochs", type=int, default=300)
     sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--anchor", type=float, default=FIT_ANCHOR, help=ANCHOR_HELP)
     sp.add_argument("--device", default="auto")
 
     sp = verb("demo", cmd_demo)

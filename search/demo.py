@@ -5,7 +5,7 @@ import logging
 import time
 from pathlib import Path
 
-from indexer import FIT_EPOCHS
+from indexer import FIT_ANCHOR, FIT_EPOCHS
 from indexer.pipeline import IndexOptions, run_index
 from indexer.synth import render_library
 from lift.train import TrainConfig
@@ -22,7 +22,7 @@ def run_demo(out: Path, scenes: int = 2, epochs: int = FIT_EPOCHS) -> int:
     label = {str(Path(c.path).absolute()): f"{c.group} / {c.cls} / {c.scene}" for c in clips}
     print(f"rendered {len(clips)} chiral clips in {library}")
 
-    opts = IndexOptions(backbone="efficientnet-lite0", lift="fit", train=TrainConfig(epochs=epochs, progress=True))
+    opts = IndexOptions(backbone="efficientnet-lite0", lift="fit", train=TrainConfig(epochs=epochs, anchor=FIT_ANCHOR, progress=True))
     report = run_index([library], index, opts)
     print(f"indexed {report.videos_total} videos ({report.clips_total} clips), {report.failed} failed, "
           f"in {report.seconds:.0f} s")
