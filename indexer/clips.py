@@ -12,6 +12,7 @@ from collections.abc import Iterable
 import numpy as np
 
 _EPS = 1e-9  # tolerance for float time comparisons
+SCHEMES = ("grid",)  # "grid": the frames at the middles of the window's parts, on one time grid per video
 
 
 @dataclass(frozen=True)
@@ -22,8 +23,11 @@ class Sampling:
     window_s: float = 4.0  # long videos are cut into windows of this length ...
     stride_s: float = 2.0  # ... starting every stride_s seconds
     max_single_s: float = 6.0  # a video no longer than this is one clip over its whole length
+    scheme: str = "grid"  # how a window picks its frames (plan_clips); recorded so that a change is explicit
 
     def __post_init__(self) -> None:
+        if self.scheme not in SCHEMES:
+            raise ValueError(f"unknown sampling scheme {self.scheme!r}; known: {', '.join(SCHEMES)}")
         if self.frames_per_clip < 1:
             raise ValueError(f"frames_per_clip must be >= 1, got {self.frames_per_clip}")
         if not (self.window_s > 0 and self.stride_s > 0 and self.max_single_s >= 0):

@@ -210,6 +210,11 @@ def _check_settings(sessions, opts: IndexOptions, roots) -> None:
             have = get_setting(s, key)
             if have is None:
                 set_setting(s, key, value)
+            elif key == "sampling" and "scheme" not in have:
+                raise IndexSettingsError(
+                    "this index was built by an earlier lift-search, whose windows of long videos sampled "
+                    "other frames (no sampling scheme recorded): build a new index with another --index folder "
+                    "(the videos are decoded again) so that all its clips are comparable.")
             elif have != value:
                 raise IndexSettingsError(
                     f"this index was built with {key} {have}, not {value}: use another --index folder, "

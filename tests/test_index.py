@@ -159,6 +159,18 @@ def test_other_settings_are_refused(small_library, tmp_path):
         run_index([videos], tmp_path / "idx", small_options(sampling=Sampling(window_s=8.0)))
     with pytest.raises(IndexSettingsError, match="backbone"):
         run_index([videos], tmp_path / "idx", small_options(backbone="timm:resnet18"))
+    # an index from before the sampling scheme was recorded: its long videos' windows sampled other frames
+    from db import get_setting, set_setting
+    from indexer.library import IndexDir as _Dir
+
+    sessions = open_db(_Dir(tmp_path / "idx").db, write=True)
+    with sessions.begin() as s:
+        old = {k: v for k, v in get_setting(s, "sampling").items() if k != "scheme"}
+        set_setting(s, "sampling", old)
+    with pytest.raises(IndexSettingsError, match="earlier lift-search"):
+        run_index([videos], tmp_path / "idx", small_options())
+    with pytest.raises(ValueError, match="unknown sampling scheme"):
+        Sampling(scheme="linspace")
 
 
 def test_crash_between_db_and_vectors_is_repaired(small_library, tmp_path):
