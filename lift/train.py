@@ -17,7 +17,6 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
