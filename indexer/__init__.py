@@ -6,8 +6,8 @@
 # 95.4%), equal on the demo library (95.0% / 100%), in a third of the time.
 FIT_EPOCHS = 100
 
-# Weight of the slope anchor (lift.train.TrainConfig.anchor) in `--lift fit` and `lift-search train`: z_d is
-# pulled towards the frames' slope projected on the library's top-d slope directions, so that one direction
-# of change reads the same in every scene (docs/evaluation.md, section 3). lift.train's own default is 0,
+# Weight of the chord anchor (lift.train.TrainConfig.anchor) in `--lift fit` and `lift-search train`: z_d is
+# pulled towards the net change of the (L2-normalised) frames, last minus first, projected on the library's
+# top-d chord directions, so that one direction of change reads the same in every scene (docs/evaluation.md, section 3). lift.train's own default is 0,
 # the paper's loss.
 FIT_ANCHOR = 10.0

@@ -3,10 +3,11 @@
 The paper's recipe: reconstruction MSE + 0.1 * mean |cos(z_s, z_d)|, Adam (weight decay 1e-5),
 ReduceLROnPlateau (factor 0.5, patience 5). Added for small libraries: a held-out split with early
 stopping, optional input standardisation, and time-reversal augmentation (each batch also holds the
-reversed sequences, which teaches z_d to flip with the arrow of time), and an optional slope anchor
-(TrainConfig.anchor > 0: z_d should point along the least-squares slope of the frames, projected on the
-library's top-d slope directions, which makes one direction of change read the same in every scene;
-see docs/evaluation.md). Last, the descriptor's whitening is calibrated on all the sequences (LiFT.calibrate).
+reversed sequences, which teaches z_d to flip with the arrow of time), and an optional chord anchor
+(TrainConfig.anchor > 0: z_d should point along the net change of the L2-normalised frames, last minus
+first, projected on the library's top-d chord directions, which makes one direction of change read the
+same in every scene; see docs/evaluation.md). Optionally (TrainConfig.whiten), the descriptor's whitening
+is calibrated on all the sequences (LiFT.calibrate).
 """
 from __future__ import annotations
 
@@ -35,8 +36,8 @@ class TrainConfig:
     patience: int = 30          # epochs without a better held-out loss before stopping
     seed: int = 0
     reverse_augment: bool = True
-    whiten: bool = True         # calibrate the descriptor's whitening on all the sequences (LiFT.calibrate)
-    anchor: float = 0.0         # weight of the slope anchor, 1 - cos(z_d, slope(x) @ basis); 0: the paper's loss
+    whiten: bool = False        # calibrate the descriptor's whitening on all the sequences (LiFT.calibrate)
+    anchor: float = 0.0         # weight of the chord anchor, 1 - cos(z_d, chord(x) @ basis); 0: the paper's loss
     device: str = "cpu"
     progress: bool = True
 
@@ -49,18 +50,23 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def slope(x: torch.Tensor) -> torch.Tensor:
-    """Least-squares slope of each sequence over t in [-1/2, 1/2]: (B, T, D) -> (B, D)."""
-    t = torch.linspace(-0.5, 0.5, x.shape[1], device=x.device, dtype=x.dtype)  # (T,)
-    return torch.einsum("t,btd->bd", t, x) / (t * t).sum()
+def chord(x: torch.Tensor) -> torch.Tensor:
+    """The net change of each sequence, last frame minus first, of L2-normalised frames: (B, T, D) -> (B, D).
+
+    The decoder's line runs from z_s (t = 0) to z_s + z_d (t = 1), so z_d is the chord of the trajectory.
+    Endpoints, not the least-squares slope: clips hold still, ease and speed up, and the net change is
+    what an action and its reversal swap. Frames are L2-normalised (cosine geometry) so that no scene's
+    brighter features outweigh the rest."""
+    x = F.normalize(x, dim=-1)
+    return x[:, -1] - x[:, 0]
 
 
-def slope_basis(x: torch.Tensor, d: int) -> torch.Tensor:
-    """The top-d principal directions (uncentred) of the slopes of sequences x (N, T, D): (D, d).
+def anchor_basis(x: torch.Tensor, d: int) -> torch.Tensor:
+    """The top-d principal directions (uncentred) of the chords of sequences x (N, T, D): (D, d).
 
-    Uncentred, because slopes flip sign with time reversal: the library's slopes are centred on zero
+    Uncentred, because chords flip sign with time reversal: the library's chords are centred on zero
     once each clip comes with its reversal. Fewer clips than d leave the remaining columns zero."""
-    s = slope(x).double()                                   # (N, D)
+    s = chord(x).double()                                   # (N, D)
     _, _, vt = torch.linalg.svd(s, full_matrices=False)     # (min(N, D), D)
     basis = torch.zeros(x.shape[2], d, dtype=x.dtype, device=x.device)
     k = min(d, vt.shape[0])
@@ -69,11 +75,11 @@ def slope_basis(x: torch.Tensor, d: int) -> torch.Tensor:
 
 
 def _loss(model: LiFT, x: torch.Tensor, basis: torch.Tensor | None, weight: float) -> torch.Tensor:
-    """The paper's loss, plus weight * (1 - cos(z_d, slope(x) @ basis)) when an anchor basis is given."""
+    """The paper's loss, plus weight * (1 - cos(z_d, chord(x) @ basis)) when an anchor basis is given."""
     if basis is None:
         return model.loss(x)
     loss, _, z_d = model.loss(x, latents=True)
-    target = slope(model.normalise(x)) @ basis               # (B, d)
+    target = chord(x) @ basis                                # (B, d)
     return loss + weight * (1 - F.cosine_similarity(z_d, target, dim=-1)).mean()
 
 
@@ -98,7 +104,7 @@ def _epoch_loss(model: LiFT, data: torch.Tensor, tc: TrainConfig, opt=None, gen=
 
 def fit(features, cfg: LiftConfig, tc: TrainConfig = TrainConfig()) -> tuple[LiFT, dict]:
     """Train a LiFT on `features` (N, T, D). Returns the best model (eval mode) and a history dict (losses
-    per epoch; the slope anchor's basis (D, d), or None without the anchor)."""
+    per epoch; the chord anchor's basis (D, d), or None without the anchor)."""
     x = torch.as_tensor(np.asarray(features, dtype=np.float32))
     if x.ndim != 3 or x.shape[2] != cfg.feature_dim:
         raise ValueError(f"features must be (N, T, {cfg.feature_dim}); got {tuple(x.shape)}")
@@ -116,8 +122,8 @@ def fit(features, cfg: LiftConfig, tc: TrainConfig = TrainConfig()) -> tuple[LiF
         flat = train.reshape(-1, cfg.feature_dim)
         model.feature_mean.copy_(flat.mean(0))
         model.feature_std.copy_(flat.std(0).clamp_min(1e-3))
-    # the slope anchor's target space: the top-d principal directions of the training clips' slopes
-    basis = slope_basis(model.normalise(train), cfg.latent_dim) if tc.anchor > 0 else None
+    # the anchor's target space: the top-d principal directions of the training clips' chords
+    basis = anchor_basis(train, cfg.latent_dim) if tc.anchor > 0 else None
     opt = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=5)
 

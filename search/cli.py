@@ -10,7 +10,7 @@ from pathlib import Path
 
 from indexer import FIT_ANCHOR, FIT_EPOCHS
 
-ANCHOR_HELP = ("weight of the slope anchor, which ties z_d to the direction of change of the frames so that "
+ANCHOR_HELP = ("weight of the chord anchor, which ties z_d to the net change of the frames so that "
                "it reads the same in every scene (default %(default)s; 0: the paper's loss)")
 
 log = logging.getLogger("lift-search")

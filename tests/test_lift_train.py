@@ -5,7 +5,7 @@ import torch
 from sklearn.linear_model import Ridge, RidgeClassifier
 
 from lift import LiFT, LiftConfig
-from lift.train import TrainConfig, fit, slope, slope_basis
+from lift.train import TrainConfig, anchor_basis, chord, fit
 
 
 def moving_blobs(n, T=16, D=48, seed=0):
@@ -84,40 +84,46 @@ def test_cli_train_writes_a_loadable_model(tmp_path, capsys):
     assert model.config.feature_dim == 48 and model.config.provenance["sequences"] == 24
 
 
-def test_slope_of_a_straight_line_is_its_direction():
-    a, b = torch.randn(3, 1, 8), torch.randn(3, 1, 8)
-    t = torch.linspace(0, 1, 16)[None, :, None]
-    torch.testing.assert_close(slope(a + t * b), b[:, 0], rtol=1e-4, atol=1e-5)
+def test_chord_is_the_net_change_of_the_normalised_frames():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(3, 16, 8, generator=gen) + 0.1
+    unit = x / x.norm(dim=-1, keepdim=True)
+    torch.testing.assert_close(chord(x), unit[:, -1] - unit[:, 0])
+    torch.testing.assert_close(chord(x.flip(1)), -chord(x))              # reversal negates it
+    scaled = x * torch.rand(3, 16, 1, generator=gen).add(0.5)            # a frame's brightness: no effect
+    torch.testing.assert_close(chord(scaled), chord(x))
 
 
-def test_slope_anchor_points_z_d_along_the_slope_on_held_out_clips():
-    """With the anchor, z_d of clips not trained on points along their slope in the training clips' principal
-    slope directions (the anchor's target); without it, it does not."""
+def test_anchor_points_z_d_along_the_chord_on_held_out_clips():
+    """With the anchor, z_d of clips not trained on points along their chord in the training clips' principal
+    chord directions (the anchor's target); without it, it does not."""
     x, _ = moving_blobs(320, seed=2)
 
     def held_out_cos(anchor: float) -> float:
         cfg = LiftConfig(feature_dim=48, latent_dim=32, n_layers=2, n_heads=4, feature_norm=True)
         tc = TrainConfig(epochs=20, batch_size=64, patience=40, progress=False, anchor=anchor)
         model, hist = fit(x[:240], cfg, tc)
-        basis = hist["anchor_basis"] if anchor else slope_basis(model.normalise(torch.as_tensor(x[:240])), 32)
+        basis = hist["anchor_basis"] if anchor else anchor_basis(torch.as_tensor(x[:240]), 32)
         _, zd = model.encode(x[240:])
-        target = slope(model.normalise(torch.as_tensor(x[240:]))) @ basis
+        target = chord(torch.as_tensor(x[240:])) @ basis
         return float(torch.nn.functional.cosine_similarity(zd, target, dim=-1).abs().mean())
 
     plain, anchored = held_out_cos(0.0), held_out_cos(10.0)
     assert anchored > 0.9 and anchored > plain + 0.3, (plain, anchored)
 
 
-def test_slope_basis_is_the_top_principal_directions_of_the_slopes():
+def test_anchor_basis_is_the_top_principal_directions_of_the_chords():
     gen = torch.Generator().manual_seed(0)
-    # slopes that vary mostly along e0, then e1, then e2 (and not at all along the rest)
+    # frames in span(e0, e1, e2) of an 8-d space, spread mostly along e0, then e1, then e2
     scale = torch.tensor([5.0, 2.0, 0.5] + [0.0] * 5)
-    b = torch.randn(64, 8, generator=gen) * scale                       # (N, D) directions of change
-    x = torch.linspace(0, 1, 16)[None, :, None] * b[:, None]            # (N, T, D) straight lines
-    basis = slope_basis(torch.cat([x, x.flip(1)]), 4)                   # with reversals, as in training
+    x = torch.randn(64, 16, 8, generator=gen) * scale                   # (N, T, D)
+    x = torch.cat([x, x.flip(1)])                                       # with reversals, as in training
+    basis = anchor_basis(x, 4)
     assert basis.shape == (8, 4)
     torch.testing.assert_close(basis[:, :3].T @ basis[:, :3], torch.eye(3), atol=1e-5, rtol=0)
-    for i in range(3):  # column i is +/- e_i
-        assert abs(float(basis[i, i])) > 0.98
+    s = chord(x)                                                        # (N, D), in span(e0, e1, e2)
+    torch.testing.assert_close(s @ basis[:, :3] @ basis[:, :3].T, s, atol=1e-5, rtol=0)  # they span it
+    energy = (s @ basis).pow(2).sum(0)                                  # in decreasing order
+    assert bool((energy[:-1] >= energy[1:]).all()) and float(energy[3]) < 1e-8
     # fewer clips than d: the extra columns are zero
-    assert float(slope_basis(x[:2], 4)[:, 2:].abs().max()) == 0.0
+    assert float(anchor_basis(x[:2], 4)[:, 2:].abs().max()) == 0.0
