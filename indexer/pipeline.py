@@ -64,6 +64,7 @@ class IndexOptions:
     lift: str = "auto"              # "official", "fit", or a checkpoint path; auto: official for DINOv2
     refit: bool = False             # train a new LiFT on the library (fit mode) and re-describe all clips
     latent_dim: int = 192           # d of a LiFT trained here
+    fit_options_given: tuple = ()   # training options the user set (e.g. ("--anchor",)): warned about if unused
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=FIT_EPOCHS, anchor=FIT_ANCHOR,
                                                                    progress=False))
     sampling: Sampling = field(default_factory=Sampling)
@@ -383,6 +384,10 @@ def _resolve_model(idx: IndexDir, sessions, opts: IndexOptions, feature_dim: int
     with sessions() as s:
         current = get_setting(s, "lift")
     if current and not opts.refit and (opts.lift == "auto" or spec == current["spec"]):
+        if opts.fit_options_given:
+            log.warning("%s ignored: this index already has its LiFT (%s, d=%s); add --refit to retrain it with "
+                        "them and re-describe every clip", ", ".join(opts.fit_options_given), current["spec"],
+                        current.get("latent_dim"))
         model = load_checkpoint(idx.model_path(current["hash"]))
         report.lift = current
         return model, current["hash"]

@@ -37,10 +37,15 @@ def cmd_index(a) -> int:
     from indexer.pipeline import IndexOptions, run_index
     from lift.train import TrainConfig
 
+    given = tuple(f for f, v in (("--latent-dim", a.latent_dim), ("--epochs", a.epochs), ("--anchor", a.anchor))
+                  if v is not None)
     opts = IndexOptions(backbone=a.backbone, backbone_weights=a.backbone_weights, lift=a.lift, refit=a.refit,
-                        latent_dim=a.latent_dim, device=a.device, workers=a.workers, timeout_s=a.timeout,
+                        latent_dim=a.latent_dim or IndexOptions.latent_dim, fit_options_given=given, device=a.device,
+                        workers=a.workers, timeout_s=a.timeout,
                         sampling=Sampling(window_s=a.window, stride_s=a.stride, max_single_s=a.max_single),
-                        train=TrainConfig(epochs=a.epochs, anchor=a.anchor, progress=not a.json),
+                        train=TrainConfig(epochs=a.epochs or FIT_EPOCHS,
+                                          anchor=FIT_ANCHOR if a.anchor is None else a.anchor,
+                                          progress=not a.json),
                         progress=not a.json)
     report = run_index(a.dirs, a.index, opts)
     if a.json:
@@ -159,9 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--backbone-weights", help="local weights file for the backbone")
     sp.add_argument("--lift", default="auto", help="official | fit | PATH (default: official for DINOv2, else fit)")
     sp.add_argument("--refit", action="store_true", help="retrain the library's LiFT and re-describe all clips")
-    sp.add_argument("--latent-dim", type=int, default=192, help="d of a LiFT trained with --lift fit")
-    sp.add_argument("--epochs", type=int, default=FIT_EPOCHS, help="max epochs of --lift fit (default %(default)s; early stopping)")
-    sp.add_argument("--anchor", type=float, default=FIT_ANCHOR, help=ANCHOR_HELP)
+    sp.add_argument("--latent-dim", type=int, help="d of a LiFT trained with --lift fit (default 192)")
+    sp.add_argument("--epochs", type=int, help=f"max epochs of --lift fit (default {FIT_EPOCHS}; early stopping)")
+    sp.add_argument("--anchor", type=float, help=ANCHOR_HELP.replace("%(default)s", f"{FIT_ANCHOR:g}"))
     sp.add_argument("--window", type=float, default=4.0, help="clip window of long videos, seconds")
     sp.add_argument("--stride", type=float, default=2.0, help="step between windows, seconds")
     sp.add_argument("--max-single", type=float, default=6.0, help="videos up to this long are one clip")

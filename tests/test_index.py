@@ -92,7 +92,7 @@ def test_forward_and_reverse_queries_find_the_same_scene(small_index, small_libr
     assert (fwd + rev) / (2 * len(clips)) >= 0.9, (fwd, rev)
 
 
-def test_incremental_add_change_delete(small_library, tmp_path):
+def test_incremental_add_change_delete(small_library, tmp_path, caplog):
     library, _ = small_library
     videos = tmp_path / "videos"
     files = copy_library(library, videos, 6)
@@ -105,6 +105,11 @@ def test_incremental_add_change_delete(small_library, tmp_path):
     r2 = run_index([videos], index, small_options())  # nothing to do
     assert (r2.new, r2.changed, r2.removed, r2.unchanged) == (0, 0, 0, 6)
     assert r2.stages.get("backbone", 0) == 0
+    # training options without --refit keep the index's LiFT, and say so
+    with caplog.at_level("WARNING", logger="indexer.pipeline"):
+        r2b = run_index([videos], index, small_options(fit_options_given=("--anchor",)))
+    assert r2b.lift["hash"] == r2.lift["hash"]
+    assert any("--anchor ignored" in m and "--refit" in m for m in caplog.messages), caplog.messages
 
     extra = copy_library(library, tmp_path / "more", 8)[6:]
     shutil.copy2(extra[0], files[1])                    # changed content
