@@ -55,7 +55,7 @@ from indexer.clips import Sampling, VideoInfo, plan_clips, union_indices  # noqa
 from indexer.pipeline import IndexOptions, run_index  # noqa: E402
 from indexer.synth import GROUPS, render_library  # noqa: E402
 from lift import LiftConfig  # noqa: E402
-from lift.backbones import LITE0_PREPROCESS, _lite0_model  # noqa: E402
+from lift.backbones import LITE0_PREPROCESS, lite0_model  # noqa: E402
 from lift.checkpoint import load_checkpoint  # noqa: E402
 from lift.train import TrainConfig, fit  # noqa: E402
 
@@ -242,7 +242,7 @@ class Naive:
         setup = time.perf_counter()
         # the same weights as ours, in the plain timm module as the authors use it (no batchnorm folding,
         # NCHW input): lift.backbones builds it, then Backbone optimises it for inference
-        model, cfg = _lite0_model(None, pretrained=True).eval(), LITE0_PREPROCESS
+        model, cfg = lite0_model(None, pretrained=True).eval(), LITE0_PREPROCESS
         tf = T.Compose([T.Resize(cfg.resize, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(cfg.crop),
                         T.ToTensor(), T.Normalize(cfg.mean, cfg.std)])
         lift_model = load_checkpoint(lift).eval()
@@ -384,7 +384,7 @@ def main(argv: list[str] | None = None) -> dict:
         lift = args.lift
         if lift is None:
             lift = work / "lift-lite0.safetensors"
-            lift_seconds = make_lift(lift, _lite0_model(None, pretrained=False).num_features)
+            lift_seconds = make_lift(lift, lite0_model(None, pretrained=False).num_features)
             log.info("LiFT trained on random sequences in %.1f s (not counted)", lift_seconds)
 
         # warm-up, untimed: imports, kernel selection, first-call allocations of both pipelines

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from urllib.parse import quote, unquote_to_bytes
 
-from sqlalchemy import create_engine, event, select
+from sqlalchemy import create_engine, delete, event, select
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
@@ -88,6 +88,15 @@ def open_db(path: str | Path, write: bool = False) -> sessionmaker[Session]:
     if write or memory:
         Base.metadata.create_all(engine)
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def delete_videos(session: Session, video_ids) -> None:
+    """Delete these videos' rows and their clips' rows (the caller's transaction commits)."""
+    from .schema import Clip, Video
+
+    ids = [int(i) for i in video_ids]
+    session.execute(delete(Clip).where(Clip.video_id.in_(ids)))
+    session.execute(delete(Video).where(Video.id.in_(ids)))
 
 
 def get_setting(session: Session, key: str, default=None):

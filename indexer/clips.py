@@ -1,7 +1,7 @@
 """Clip planning: which time windows of a video become clips, and which frames each clip samples.
 
-Pure functions, no I/O. The :class:`Sampling` settings are recorded in the index; a query made with
-other settings is refused, because embeddings from different samplings are not comparable.
+Pure functions, no I/O. The :class:`~lift.config.Sampling` settings are recorded in the index; a query made
+with other settings is refused, because embeddings from different samplings are not comparable.
 """
 from __future__ import annotations
 
@@ -11,27 +11,11 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from lift.config import Sampling
+
+__all__ = ["Sampling", "VideoInfo", "ClipPlan", "plan_clips", "union_indices"]
+
 _EPS = 1e-9  # tolerance for float time comparisons
-SCHEMES = ("grid",)  # "grid": the frames at the middles of the window's parts, on one time grid per video
-
-
-@dataclass(frozen=True)
-class Sampling:
-    """How videos are cut into clips and how many frames each clip gets."""
-
-    frames_per_clip: int = 16
-    window_s: float = 4.0  # long videos are cut into windows of this length ...
-    stride_s: float = 2.0  # ... starting every stride_s seconds
-    max_single_s: float = 6.0  # a video no longer than this is one clip over its whole length
-    scheme: str = "grid"  # how a window picks its frames (plan_clips); recorded so that a change is explicit
-
-    def __post_init__(self) -> None:
-        if self.scheme not in SCHEMES:
-            raise ValueError(f"unknown sampling scheme {self.scheme!r}; known: {', '.join(SCHEMES)}")
-        if self.frames_per_clip < 1:
-            raise ValueError(f"frames_per_clip must be >= 1, got {self.frames_per_clip}")
-        if not (self.window_s > 0 and self.stride_s > 0 and self.max_single_s >= 0):
-            raise ValueError(f"window_s and stride_s must be > 0 and max_single_s >= 0: {self}")
 
 
 @dataclass(frozen=True)

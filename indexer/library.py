@@ -10,11 +10,12 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+
+from lift.files import atomic_write
 
 from .clips import ClipPlan, VideoInfo
 
@@ -55,13 +56,10 @@ class VideoFeatures:
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp.npz")
         meta = json.dumps({"info": asdict(self.info), "plans": [asdict(p) for p in self.plans]})
-        np.savez(tmp, frame_indices=self.frame_indices, feats=self.feats.astype(np.float32),
-                 thumbs=self.thumbs, meta=np.frombuffer(meta.encode(), np.uint8))
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        with atomic_write(path) as f:
+            np.savez(f, frame_indices=self.frame_indices, feats=self.feats.astype(np.float32),
+                     thumbs=self.thumbs, meta=np.frombuffer(meta.encode(), np.uint8))
 
     @classmethod
     def load(cls, path: Path) -> "VideoFeatures":

@@ -9,9 +9,11 @@ import socket
 import time
 from pathlib import Path
 
+from lift.errors import LiftSearchError
 
-class IndexLocked(RuntimeError):
-    pass
+
+class IndexLocked(LiftSearchError, RuntimeError):
+    """Another indexer holds the index."""
 
 
 def _describe(raw: bytes) -> str:

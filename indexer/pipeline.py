@@ -7,13 +7,11 @@ written in checkpoints whose order lets `reconcile` repair any crash).
 from __future__ import annotations
 
 import errno
-import hashlib
-import json
 import logging
 import os
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import cv2
@@ -23,13 +21,16 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.exc import OperationalError
 from tqdm.auto import tqdm
 
-from db import Clip, Failure, Video, get_setting, open_db, set_setting
-from lift import LiFT, LiftConfig, load_backbone
-from lift.checkpoint import download_official, hash_weights, load_checkpoint
-from lift.train import TrainConfig, fit, resolve_device
+from db import Clip, Failure, Video, delete_videos, get_setting, open_db, set_setting
+from lift import LiFT
+from lift.backbones import Backbone, BackboneRecord, load_backbone
+from lift.checkpoint import download_official, load_checkpoint, model_digest
+from lift.config import DEFAULT_BACKBONE, IndexOptions, default_lift
+from lift.errors import LiftSearchError, UsageError
+from lift.files import TEMP_SUFFIX
+from lift.runtime import resolve_device
+from lift.train import fit
 
-from . import FIT_ANCHOR, FIT_EPOCHS
-from .clips import Sampling
 from .decode import DecodePool
 from .library import THUMB_HEIGHT, IndexDir, VideoFeatures
 from .lock import IndexLock
@@ -42,39 +43,23 @@ from .testpoint import testpoint
 log = logging.getLogger(__name__)
 
 
-class IndexSettingsError(ValueError):
+__all__ = ["IndexOptions", "IndexReport", "IndexSettingsError", "IndexWriteError", "run_index", "describe",
+           "library_sequences", "default_lift"]
+
+
+class IndexSettingsError(LiftSearchError, ValueError):
     """The index was built with other settings than the ones asked for."""
 
 
-class IndexWriteError(RuntimeError):
+class IndexWriteError(LiftSearchError, RuntimeError):
     """The index folder cannot be written (disk full, read-only, no permission); the run stopped at its
     last checkpoint, which is intact."""
 
 
 _WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO, errno.EFBIG}
 # left behind by a run killed while writing one of them; removed by the next run, under the lock
-_TEMP_PATTERNS = ("vectors.faiss.tmp", "features/*.tmp.npz", "models/*.tmp", "models/incoming.safetensors",
-                  "*.part")
-
-
-@dataclass
-class IndexOptions:
-    backbone: str = "efficientnet-lite0"
-    backbone_weights: str | None = None
-    lift: str = "auto"              # "official", "fit", or a checkpoint path; auto: official for DINOv2
-    refit: bool = False             # train a new LiFT on the library (fit mode) and re-describe all clips
-    latent_dim: int = 192           # d of a LiFT trained here
-    fit_options_given: tuple = ()   # training options the user set (e.g. ("--anchor",)): warned about if unused
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=FIT_EPOCHS, anchor=FIT_ANCHOR,
-                                                                   progress=False))
-    sampling: Sampling = field(default_factory=Sampling)
-    device: str = "auto"
-    runtime: str = "auto"           # backbone engine on the CPU: auto (ONNX Runtime), torch, onnxruntime
-    workers: int = 2
-    timeout_s: float = 120.0
-    batch_frames: int = 128         # frames per backbone call, gathered across videos
-    checkpoint_videos: int = 256    # videos per database + vector checkpoint
-    progress: bool = True
+_TEMP_PATTERNS = (f"*{TEMP_SUFFIX}", f"features/*{TEMP_SUFFIX}", f"models/*{TEMP_SUFFIX}",
+                  "features/*.tmp.npz", "models/incoming.safetensors", "*.part")  # (and older versions' names)
 
 
 @dataclass
@@ -113,10 +98,6 @@ class Runner:
             self.report.stages[name] = self.report.stages.get(name, 0.0) + time.perf_counter() - start
 
 
-def default_lift(backbone: str) -> str:
-    return "official" if backbone.startswith("dinov2") else "fit"
-
-
 def run_index(roots: list[str | Path], index_dir: str | Path, opts: IndexOptions = IndexOptions()) -> IndexReport:
     idx = IndexDir(index_dir)
     report, started = IndexReport(), time.perf_counter()
@@ -147,7 +128,10 @@ def _run_locked(roots, idx: IndexDir, opts: IndexOptions, report: IndexReport, r
     _preflight_model(opts)  # before anything is written
     _clean_temp(idx)
     sessions = open_db(idx.db, write=True)
-    _check_settings(sessions, opts, roots)
+    device = resolve_device(opts.device)
+    backbone = _open_backbone(sessions, opts, device)  # refuses other weights or preprocessing, before any work
+    report.backbone = {"name": backbone.name, "device": str(backbone.device), "runtime": backbone.runtime}
+    _check_settings(sessions, opts, roots, backbone.record)
     store = _open_store(idx, sessions)
     report.repaired = reconcile(sessions, store)
     if report.repaired["removed_vectors"]:
@@ -157,13 +141,10 @@ def _run_locked(roots, idx: IndexDir, opts: IndexOptions, report: IndexReport, r
         pending, gone = _plan_work(sessions, roots, report)
     _remove_videos(sessions, store, idx, gone)
 
-    device = resolve_device(opts.device)
-    backbone = load_backbone(opts.backbone, device=device, weights=opts.backbone_weights, runtime=opts.runtime)
-    report.backbone = {"name": backbone.name, "device": str(backbone.device), "runtime": backbone.runtime}
     ready = _extract_features(pending, idx, backbone, opts, sessions, run, report)
 
     with run.stage("lift"):
-        model, model_hash = _resolve_model(idx, sessions, opts, backbone.dim, ready, report)
+        model, model_hash = _resolve_model(idx, sessions, opts, backbone, ready, report)
     model = model.to(device)
     if store.meta.get("lift_hash") != model_hash:
         store = (_redescribe_all(sessions, idx, model, model_hash, store, run) if len(store)
@@ -204,8 +185,29 @@ def _preflight_model(opts: IndexOptions) -> None:
 
 
 # ---- settings and stores ----------------------------------------------------------------------
-def _check_settings(sessions, opts: IndexOptions, roots) -> None:
-    asked = {"backbone": opts.backbone, "sampling": asdict(opts.sampling)}
+def _open_backbone(sessions, opts: IndexOptions, device) -> Backbone:
+    """The backbone of this run: the index's own (its recorded weights file unless other weights are
+    given), or the one asked for on a new index. Other weights or preprocessing than those that made the
+    index's features are refused, naming both digests."""
+    with sessions() as s:
+        name, recorded = get_setting(s, "backbone"), get_setting(s, "backbone_record")
+    recorded = BackboneRecord.from_dict(recorded) if recorded else None
+    if name and opts.backbone and opts.backbone != name:
+        raise IndexSettingsError(f"this index was built with backbone {name}, not {opts.backbone}: use another "
+                                 f"--index folder, or the same settings.")
+    name = opts.backbone or name or DEFAULT_BACKBONE
+    weights = opts.backbone_weights or (recorded.weights_file if recorded and recorded.name == name else None)
+    backbone = load_backbone(name, device=device, weights=weights, runtime=opts.runtime)
+    if recorded is not None and (diff := recorded.differences(backbone.record)):
+        raise IndexSettingsError(
+            f"this index's features were made by {recorded.name} with weights {recorded.weights_digest} "
+            f"({recorded.weights_source}); this run would use " + "; ".join(diff) + ". Mixing them would make "
+            "scores meaningless: use another --index folder, or the same backbone and weights.")
+    return backbone
+
+
+def _check_settings(sessions, opts: IndexOptions, roots, record: BackboneRecord) -> None:
+    asked = {"backbone": record.name, "sampling": asdict(opts.sampling)}
     with sessions.begin() as s:
         for key, value in asked.items():
             have = get_setting(s, key)
@@ -220,6 +222,12 @@ def _check_settings(sessions, opts: IndexOptions, roots) -> None:
                 raise IndexSettingsError(
                     f"this index was built with {key} {have}, not {value}: use another --index folder, "
                     f"or the same settings.")
+        if get_setting(s, "backbone_record") is None:
+            if get_setting(s, "created_at") is not None:
+                log.warning("this index was built by an earlier lift-search, which did not record its backbone's "
+                            "weights: recording those of this run (%s, digest %s), assumed to be the same",
+                            record.weights_source, record.weights_digest)
+            set_setting(s, "backbone_record", record.to_dict())
         known = get_setting(s, "roots", [])
         set_setting(s, "roots", sorted(set(known) | {str(Path(r).absolute()) for r in roots}))
         if get_setting(s, "created_at") is None:
@@ -297,8 +305,7 @@ def _remove_videos(sessions, store: VectorStore, idx: IndexDir, video_ids: list[
         store.save(idx.vectors)
     testpoint("removed-vectors")
     with sessions.begin() as s:
-        s.execute(delete(Clip).where(Clip.video_id.in_(video_ids)))
-        s.execute(delete(Video).where(Video.id.in_(video_ids)))
+        delete_videos(s, video_ids)
 
 
 def _record_failure(sessions, f: ScannedFile, reason: str, report: IndexReport) -> None:
@@ -378,9 +385,9 @@ def _extract_features(pending: list[Pending], idx: IndexDir, backbone, opts: Ind
 
 
 # ---- the LiFT model -----------------------------------------------------------------------------
-def _resolve_model(idx: IndexDir, sessions, opts: IndexOptions, feature_dim: int, ready: list[Pending],
+def _resolve_model(idx: IndexDir, sessions, opts: IndexOptions, backbone: Backbone, ready: list[Pending],
                    report: IndexReport) -> tuple[LiFT, str]:
-    spec = default_lift(opts.backbone) if opts.lift == "auto" else opts.lift
+    spec = default_lift(backbone.name) if opts.lift == "auto" else opts.lift
     with sessions() as s:
         current = get_setting(s, "lift")
     if current and not opts.refit and (opts.lift == "auto" or spec == current["spec"]):
@@ -392,25 +399,21 @@ def _resolve_model(idx: IndexDir, sessions, opts: IndexOptions, feature_dim: int
         report.lift = current
         return model, current["hash"]
     if spec == "fit":
-        seqs = _library_sequences(idx, sessions, ready)
+        seqs = library_sequences(idx, sessions, ready)
         if len(seqs) < 2:
-            raise ValueError("--lift fit needs at least 2 clips with features to train on; index more videos "
+            raise UsageError("--lift fit needs at least 2 clips with features to train on; index more videos "
                              "or pass --lift PATH / --lift official")
-        cfg = LiftConfig(feature_dim=feature_dim, latent_dim=opts.latent_dim, backbone=opts.backbone,
-                         feature_norm=True)
-        log.info("training a LiFT (d=%d) on %d clips of this library", opts.latent_dim, len(seqs))
-        tc = TrainConfig(**{**asdict(opts.train), "device": resolve_device(opts.device)})
+        log.info("training a LiFT (d=%d) on %d clips of this library", opts.train.latent_dim, len(seqs))
         testpoint("fit-start")
-        model, _ = fit(seqs, cfg, tc)
+        model, _ = fit(seqs, tc=replace(opts.train, device=str(resolve_device(opts.device))))
     else:
         model = load_checkpoint(download_official() if spec == "official" else spec)
-        model.config.backbone = model.config.backbone or opts.backbone
-    if model.config.feature_dim != feature_dim:
+    model.config.backbone = model.config.backbone or backbone.name
+    if model.config.feature_dim != backbone.dim:
         raise IndexSettingsError(f"the LiFT model reads {model.config.feature_dim}-d features but backbone "
-                                 f"{opts.backbone} gives {feature_dim}-d: pick the matching --backbone.")
-    tmp = model.save(idx.models / "incoming.safetensors")
+                                 f"{backbone.name} gives {backbone.dim}-d: pick the matching --backbone.")
     digest = model_digest(model)
-    os.replace(tmp, idx.model_path(digest))
+    model.save(idx.model_path(digest))
     testpoint("model-saved")
     report.lift = {"spec": spec, "hash": digest, "latent_dim": model.config.latent_dim,
                    "provenance": model.config.provenance}
@@ -420,16 +423,8 @@ def _resolve_model(idx: IndexDir, sessions, opts: IndexOptions, feature_dim: int
     return model, digest
 
 
-def model_digest(model: LiFT) -> str:
-    """Names a LiFT by its weights and architecture only, not its provenance (which holds the training
-    time): a rerun that trains the same weights again gives the same name."""
-    h = hashlib.sha256(json.dumps({k: v for k, v in asdict(model.config).items() if k != "provenance"},
-                                  sort_keys=True).encode())
-    return hash_weights(h, model).hexdigest()[:16]
-
-
-def _library_sequences(idx: IndexDir, sessions, ready: list[Pending]) -> np.ndarray:
-    """The feature sequences of every clip of the library: indexed videos and those about to be."""
+def library_sequences(idx: IndexDir, sessions, ready: list[Pending]) -> np.ndarray:
+    """The feature sequences (N, T, D) of every clip of the library: indexed videos and those about to be."""
     with sessions() as s:
         files = set(s.scalars(select(Video.features)))
     files = sorted({idx.root / f for f in files} | {idx.features_path(p.content_hash) for p in ready})
@@ -492,8 +487,7 @@ def _store_new(ready: list[Pending], sessions, idx: IndexDir, store: VectorStore
 def _undo_videos(sessions, video_ids: list[int]) -> None:
     try:
         with sessions.begin() as s:
-            s.execute(delete(Clip).where(Clip.video_id.in_(video_ids)))
-            s.execute(delete(Video).where(Video.id.in_(video_ids)))
+            delete_videos(s, video_ids)
     except Exception as e:  # reconcile re-queues them at the next run or search
         log.warning("could not take back %d video rows (%s); the next run repairs it", len(video_ids), e)
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-from sqlalchemy import delete, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from db import Clip, Video
+from db import Clip, delete_videos
 
 from .store import VectorStore
 from .testpoint import testpoint
@@ -39,8 +39,7 @@ def reconcile(sessions: sessionmaker, store: VectorStore) -> dict:
             # the whole video goes, so it is re-queued as one piece; its other vectors go too
             other = list(s.scalars(select(Clip.id).where(Clip.video_id.in_(videos))))
             orphans = np.union1d(orphans, np.intersect1d(np.asarray(other, np.int64), store.ids()))
-            s.execute(delete(Clip).where(Clip.video_id.in_(videos)))
-            s.execute(delete(Video).where(Video.id.in_(videos)))
+            delete_videos(s, videos)
     testpoint("reconciled-db")
     removed = store.remove(orphans) if len(orphans) else 0
     if len(videos) or removed:

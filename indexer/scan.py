@@ -7,6 +7,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from lift.errors import UsageError
+
 log = logging.getLogger(__name__)
 
 VIDEO_EXTENSIONS = {".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv",
@@ -29,7 +31,7 @@ def scan(roots: list[str | Path]) -> list[ScannedFile]:
     for root in roots:
         root = Path(root).absolute()
         if not root.is_dir():
-            raise FileNotFoundError(f"not a folder: {root}")
+            raise UsageError(f"not a folder: {root}")
         for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
             dirnames.sort()
             for name in filenames + [d for d in dirnames if Path(d).suffix.lower() in VIDEO_EXTENSIONS]:

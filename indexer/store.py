@@ -2,18 +2,20 @@
 
 File layout: MAGIC, an 8-byte little-endian header length, a JSON header (format, dim, count, kind,
 sha256 of the payload), then the payload (faiss.serialize_index bytes). A file without our magic or
-with a wrong checksum or dimension is refused before FAISS parses a byte of it. Writes are atomic:
-temp file in the same folder, fsync, rename, fsync of the folder.
+with a wrong checksum or dimension is refused before FAISS parses a byte of it. Writes are atomic
+(lift.files.atomic_write).
 """
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import faiss
 import numpy as np
+
+from lift.errors import LiftSearchError
+from lift.files import atomic_write
 
 from .testpoint import testpoint
 
@@ -21,7 +23,7 @@ MAGIC = b"LIFTSEARCH-FAISS\n"
 FORMAT = 1
 
 
-class StoreError(ValueError):
+class StoreError(LiftSearchError, ValueError):
     """A vector file that is not ours, damaged, or of the wrong shape."""
 
 
@@ -85,26 +87,12 @@ class VectorStore:
         payload = faiss.serialize_index(self.index).tobytes()
         header = json.dumps({"format": FORMAT, "dim": self.dim, "kind": self.kind, "count": len(self),
                              "meta": self.meta, "sha256": hashlib.sha256(payload).hexdigest()}).encode()
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.unlink(missing_ok=True)  # a leftover (or a planted link) is never written through
-        try:
-            with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644), "wb") as f:
-                f.write(MAGIC + len(header).to_bytes(8, "little") + header)
-                f.write(payload[:len(payload) // 2])
-                f.flush()
-                testpoint("faiss-write")  # tests crash here: half a file written
-                f.write(payload[len(payload) // 2:])
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)  # e.g. disk full: free what we took; the old file is untouched
-            raise
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        with atomic_write(path, exclusive=True) as f:  # the caller holds the indexer lock
+            f.write(MAGIC + len(header).to_bytes(8, "little") + header)
+            f.write(payload[:len(payload) // 2])
+            f.flush()
+            testpoint("faiss-write")  # tests crash here: half a file written
+            f.write(payload[len(payload) // 2:])
 
     @classmethod
     def load(cls, path: str | Path, dim: int) -> "VectorStore":

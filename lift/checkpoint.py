@@ -9,6 +9,7 @@ Two formats are read by `load_checkpoint` (and so by `LiFT.from_checkpoint`):
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import re
@@ -16,6 +17,8 @@ from pathlib import Path
 
 import torch
 
+from .errors import CheckpointError
+from .files import SAFETENSORS_META_KEY, atomic_write, safetensors_metadata
 from .model import LiFT, LiftConfig
 
 log = logging.getLogger(__name__)
@@ -23,22 +26,11 @@ log = logging.getLogger(__name__)
 OFFICIAL_NAME = "ggwirp95-epoch=458-step=834003.ckpt"
 OFFICIAL_GDRIVE_ID = "1DFapOrZwRcltyq3_tQNTQ9mHtpgKqtZY"
 OFFICIAL_URL = f"https://drive.google.com/file/d/{OFFICIAL_GDRIVE_ID}/view"
-SAFETENSORS_META_KEY = "lift"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used; the message says why and what to do."""
 
 
 def cache_dir() -> Path:
     root = os.environ.get("LIFT_SEARCH_CACHE") or Path.home() / ".cache" / "lift-search"
     return Path(root)
-
-
-def _is_safetensors(path: Path) -> bool:
-    with open(path, "rb") as f:
-        head = f.read(9)
-    return len(head) == 9 and int.from_bytes(head[:8], "little") < 100_000_000 and head[8:9] == b"{"
 
 
 def load_checkpoint(path: str | Path, n_heads: int = 8) -> LiFT:
@@ -48,7 +40,7 @@ def load_checkpoint(path: str | Path, n_heads: int = 8) -> LiFT:
         raise CheckpointError(f"LiFT checkpoint not found: {path}")
     if path.stat().st_size == 0:
         raise CheckpointError(f"LiFT checkpoint {path} is empty (0 bytes): download it again.")
-    if _is_safetensors(path):
+    if safetensors_metadata(path) is not None:
         return _load_ours(path)
     return _load_official(path, n_heads)
 
@@ -132,16 +124,13 @@ def _load_ours(path: Path) -> LiFT:
 
 def save_safetensors(model: LiFT, path: str | Path) -> Path:
     """Write weights + config to one .safetensors file, atomically."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(tmp), metadata={SAFETENSORS_META_KEY: model.config.to_json()})
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    with atomic_write(path) as f:
+        f.write(save(state, metadata={SAFETENSORS_META_KEY: model.config.to_json()}))
     return path
 
 
@@ -154,12 +143,11 @@ def hash_weights(h, module: torch.nn.Module):
     return h
 
 
-def weights_hash(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:16]
+def model_digest(model: LiFT) -> str:
+    """Names a LiFT by its architecture and weights only, not by its file or provenance (which holds the
+    training time): a rerun that trains the same weights again gives the same name."""
+    h = hashlib.sha256(json.dumps(model.config.architecture(), sort_keys=True).encode())
+    return hash_weights(h, model).hexdigest()[:16]
 
 
 # ---- the published checkpoint -------------------------------------------------------------------

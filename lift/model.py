@@ -34,6 +34,12 @@ class LiftConfig:
     whiten: bool = False         # describe() whitens [m | dyn] with stored library statistics (calibrate)
     provenance: dict = field(default_factory=dict)  # how the weights were made
 
+    def architecture(self) -> dict:
+        """The fields that decide what a LiFT with given weights computes (not how it was trained or where
+        it came from): with the weights, they name a model (lift.checkpoint.model_digest)."""
+        return {k: getattr(self, k) for k in ("feature_dim", "latent_dim", "n_layers", "n_heads", "max_len",
+                                              "feature_norm", "whiten")}
+
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
 

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Callable
@@ -20,9 +18,26 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from .errors import BackboneError
+from .files import atomic_write
+
 log = logging.getLogger(__name__)
 
 RUNTIMES = ("auto", "torch", "onnxruntime")
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """"auto" -> CUDA when torch sees a GPU, else the CPU; a CUDA device asked for where there is none is
+    a clear error, not a silent CPU run."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise BackboneError(f"unknown device {device!r}: use auto, cpu or cuda") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise BackboneError(f"device {device!r} requested but CUDA is not available; use 'cpu' or 'auto'")
+    return dev
 
 
 class _Features(nn.Module):
@@ -45,18 +60,11 @@ def _digest(model: nn.Module, size: int) -> str:
 
 def _export(module: nn.Module, size: int, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.stem, suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        x = torch.zeros(2, 3, size, size)
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the tracer's notes on constants it records (shapes, asserts)
-            torch.onnx.export(module, (x,), tmp, input_names=["x"], output_names=["features"],
-                              dynamic_axes={"x": {0: "n"}, "features": {0: "n"}}, dynamo=False)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)  # atomic: concurrent processes never see half a file
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    x = torch.zeros(2, 3, size, size)
+    with atomic_write(path) as f, torch.no_grad(), warnings.catch_warnings():  # concurrent processes never
+        warnings.simplefilter("ignore")  # see half a file; the tracer's notes on constants it records
+        torch.onnx.export(module, (x,), f, input_names=["x"], output_names=["features"],
+                          dynamic_axes={"x": {0: "n"}, "features": {0: "n"}}, dynamo=False)
 
 
 def onnx_features(name: str, model: nn.Module, size: int, cache: Path) -> Callable[[torch.Tensor], torch.Tensor] | None:

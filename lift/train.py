@@ -14,40 +14,19 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .config import TrainConfig
+from .errors import UsageError
 from .model import LiFT, LiftConfig
+from .runtime import resolve_device
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class TrainConfig:
-    epochs: int = 300
-    batch_size: int = 128
-    lr: float = 1e-3
-    weight_decay: float = 1e-5
-    val_fraction: float = 0.1
-    patience: int = 30          # epochs without a better held-out loss before stopping
-    seed: int = 0
-    reverse_augment: bool = True
-    whiten: bool = False        # calibrate the descriptor's whitening on all the sequences (LiFT.calibrate)
-    anchor: float = 0.0         # weight of the chord anchor, 1 - cos(z_d, chord(x) @ basis); 0: the paper's loss
-    device: str = "cpu"
-    progress: bool = True
-
-
-def resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda was asked for, but torch sees no CUDA device here")
-    return device
 
 
 def chord(x: torch.Tensor) -> torch.Tensor:
@@ -102,14 +81,16 @@ def _epoch_loss(model: LiFT, data: torch.Tensor, tc: TrainConfig, opt=None, gen=
     return total / max(count, 1)
 
 
-def fit(features, cfg: LiftConfig, tc: TrainConfig = TrainConfig()) -> tuple[LiFT, dict]:
-    """Train a LiFT on `features` (N, T, D). Returns the best model (eval mode) and a history dict (losses
-    per epoch; the chord anchor's basis (D, d), or None without the anchor)."""
+def fit(features, cfg: LiftConfig | None = None, tc: TrainConfig = TrainConfig()) -> tuple[LiFT, dict]:
+    """Train a LiFT on `features` (N, T, D). `cfg` None: lift-search's own architecture for this data,
+    the paper's with d = tc.latent_dim and standardised inputs. Returns the best model (eval mode) and a
+    history dict (losses per epoch; the chord anchor's basis (D, d), or None without the anchor)."""
     x = torch.as_tensor(np.asarray(features, dtype=np.float32))
+    cfg = cfg or LiftConfig(feature_dim=x.shape[-1], latent_dim=tc.latent_dim, feature_norm=True)
     if x.ndim != 3 or x.shape[2] != cfg.feature_dim:
-        raise ValueError(f"features must be (N, T, {cfg.feature_dim}); got {tuple(x.shape)}")
+        raise UsageError(f"features must be (N, T, {cfg.feature_dim}); got {tuple(x.shape)}")
     if len(x) < 2:
-        raise ValueError(f"need at least 2 sequences to train a LiFT; got {len(x)}")
+        raise UsageError(f"need at least 2 sequences to train a LiFT; got {len(x)}")
     device = resolve_device(tc.device)
     torch.manual_seed(tc.seed)
     gen = torch.Generator().manual_seed(tc.seed)

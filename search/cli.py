@@ -1,4 +1,9 @@
-"""`lift-search`: a thin command line over the library API (one function per verb)."""
+"""`lift-search`: a thin command line over the library API (one function per verb).
+
+Defaults come from lift.config (no torch import: `--help` is instant). Errors a user can act on
+(lift.errors.LiftSearchError) are printed as one line with exit status 2; anything else is a bug and
+keeps its traceback.
+"""
 from __future__ import annotations
 
 import argparse
@@ -6,47 +11,75 @@ import json
 import logging
 import os
 import sys
+from dataclasses import fields
 from pathlib import Path
 
-from indexer import FIT_ANCHOR, FIT_EPOCHS
-
-ANCHOR_HELP = ("weight of the chord anchor, which ties z_d to the net change of the frames so that "
-               "it reads the same in every scene (default %(default)s; 0: the paper's loss)")
+from lift.config import DECODE_TIMEOUT_S, DEFAULT_BACKBONE, IndexOptions, Sampling, TrainConfig
+from lift.errors import IndexNotFoundError, LiftSearchError, UsageError
 
 log = logging.getLogger("lift-search")
 
+# the training options `lift-search train` and `lift-search index --lift fit` share: (flag, TrainConfig field, help)
+TRAIN_OPTIONS = (
+    ("--latent-dim", "latent_dim", "d of the LiFT: z_s and z_d each (the stored descriptor is 2d)"),
+    ("--epochs", "epochs", "max training epochs (early stopping on a held-out split)"),
+    ("--anchor", "anchor", "weight of the chord anchor, which ties z_d to the net change of the frames so that "
+                           "it reads the same in every scene (0: the paper's loss alone)"),
+    ("--seed", "seed", "seed of the initialisation and the batches"),
+)
 
-def _print_hits(title: str, hits, as_json: bool, labels: dict | None = None) -> None:
+
+def add_train_options(sp: argparse.ArgumentParser) -> None:
+    """The TRAIN_OPTIONS, with TrainConfig's defaults in their help; unset ones stay None (see train_config)."""
+    types = {f.name: f.type for f in fields(TrainConfig)}
+    for flag, name, text in TRAIN_OPTIONS:
+        sp.add_argument(flag, type=float if types[name] in (float, "float") else int,
+                        help=f"{text} (default {getattr(TrainConfig, name):g})")
+
+
+def train_config(a, **kw) -> tuple[TrainConfig, tuple[str, ...]]:
+    """TrainConfig from the TRAIN_OPTIONS the user gave (the rest: TrainConfig's defaults), and their flags."""
+    given = {name: getattr(a, name) for _, name, _ in TRAIN_OPTIONS if getattr(a, name) is not None}
+    flags = tuple(flag for flag, name, _ in TRAIN_OPTIONS if name in given)
+    return TrainConfig(**given, **kw), flags
+
+
+def _print_hits(title: str, hits, as_json: bool) -> None:
     if as_json:
         print(json.dumps([h.to_dict() for h in hits], indent=1))
         return
     print(title)
     print(f"{'rank':>4}  {'score':>6}  {'static':>6}  {'motion':>6}  {'clip':>5}  {'start':>6}  {'end':>6}  video")
     for h in hits:
-        label = f"  [{labels[h.video_path]}]" if labels and h.video_path in labels else ""
         print(f"{h.rank:>4}  {h.score:6.3f}  {h.static_score:6.3f}  {h.dynamic_score:6.3f}  {h.clip_id:>5}  "
-              f"{h.start_s:6.2f}  {h.end_s:6.2f}  {h.video_path}{label}")
+              f"{h.start_s:6.2f}  {h.end_s:6.2f}  {h.video_path}")
 
 
+def _write_json(res: dict, dest: str | None) -> None:
+    if not dest:
+        return
+    text = json.dumps(res, indent=1)
+    if dest == "-":
+        print(text)
+    else:
+        Path(dest).parent.mkdir(parents=True, exist_ok=True)
+        Path(dest).write_text(text + "\n")
+        print(f"wrote {dest}", file=sys.stderr)
+
+
+# ---- the verbs -----------------------------------------------------------------------------------
 def cmd_index(a) -> int:
     """Index folders of videos (incremental, resumable).
 
     example: lift-search index ~/videos --index ~/videos.lift --backbone efficientnet-lite0 --lift fit
     """
-    from indexer.clips import Sampling
-    from indexer.pipeline import IndexOptions, run_index
-    from lift.train import TrainConfig
+    from indexer.pipeline import run_index
 
-    given = tuple(f for f, v in (("--latent-dim", a.latent_dim), ("--epochs", a.epochs), ("--anchor", a.anchor))
-                  if v is not None)
+    train, given = train_config(a, progress=not a.json)
     opts = IndexOptions(backbone=a.backbone, backbone_weights=a.backbone_weights, lift=a.lift, refit=a.refit,
-                        latent_dim=a.latent_dim or IndexOptions.latent_dim, fit_options_given=given, device=a.device,
-                        workers=a.workers, timeout_s=a.timeout,
+                        fit_options_given=given, device=a.device, workers=a.workers, timeout_s=a.timeout,
                         sampling=Sampling(window_s=a.window, stride_s=a.stride, max_single_s=a.max_single),
-                        train=TrainConfig(epochs=a.epochs or FIT_EPOCHS,
-                                          anchor=FIT_ANCHOR if a.anchor is None else a.anchor,
-                                          progress=not a.json),
-                        progress=not a.json)
+                        train=train, progress=not a.json)
     report = run_index(a.dirs, a.index, opts)
     if a.json:
         print(json.dumps(report.to_dict(), indent=1))
@@ -68,8 +101,8 @@ def cmd_search(a) -> int:
     from search import SearchEngine
 
     if (a.video is None) == (a.clip is None):
-        raise SystemExit("give either a VIDEO file or --clip ID")
-    engine = SearchEngine.open(a.index, device=a.device)
+        raise UsageError("give either a VIDEO file or --clip ID")
+    engine = SearchEngine.open(a.index, device=a.device, backbone_weights=a.backbone_weights)
     kw = dict(k=a.k, reverse=a.reverse, motion=a.motion)
     hits = engine.search_clip(a.clip, **kw) if a.clip is not None else engine.search_video(a.video, **kw)
     query = f"clip {a.clip}" if a.clip is not None else a.video
@@ -90,7 +123,9 @@ def cmd_status(a) -> int:
         return 0
     print(f"index {st['index']}: {st['videos']} videos, {st['clips']} clips, {st['vectors']} vectors, "
           f"{st['failures']} failures, {st['disk_bytes'] / 1e6:.1f} MB")
-    print(f"backbone {st['backbone']}; LiFT {st['lift']['spec']} (d={st['lift']['latent_dim']}, "
+    rec = st.get("backbone_record") or {}
+    weights = f"weights {rec['weights_digest']} from {rec['weights_source']}" if rec else "weights not recorded"
+    print(f"backbone {st['backbone']} ({weights}); LiFT {st['lift']['spec']} (d={st['lift']['latent_dim']}, "
           f"weights {st['lift']['hash']}); sampling {st['sampling']}; updated {st['updated_at']}")
     for f in st["failure_reasons"]:
         print(f"  failed {f['path']}: {f['reason']}")
@@ -98,24 +133,28 @@ def cmd_status(a) -> int:
 
 
 def cmd_train(a) -> int:
-    """Train a LiFT self-supervised on feature sequences (.npy/.npz arrays of shape (N, T, D)).
+    """Train a LiFT self-supervised on feature sequences (.npy/.npz arrays of shape (N, T, D)), with the
+    same recipe as `lift-search index --lift fit`.
 
-    example: lift-search train feats.npy --out model.safetensors --latent-dim 192 --epochs 300
+    example: lift-search train feats.npy --out model.safetensors --latent-dim 192
     """
     import numpy as np
 
-    from lift import LiftConfig
-    from lift.train import TrainConfig, fit
+    from lift.train import fit
 
     arrays = []
     for f in a.features:
-        data = np.load(f, allow_pickle=False)
+        if not Path(f).is_file():
+            raise UsageError(f"no feature file at {f}")
+        try:
+            data = np.load(f, allow_pickle=False)
+        except ValueError as e:
+            raise UsageError(f"{f} is not a .npy/.npz array file: {e}") from None
         arrays += [data[k] for k in data.files] if hasattr(data, "files") else [data]
-    x = np.concatenate(arrays).astype(np.float32)
-    cfg = LiftConfig(feature_dim=x.shape[-1], latent_dim=a.latent_dim, feature_norm=True)
-    model, hist = fit(x, cfg, TrainConfig(epochs=a.epochs, device=a.device, seed=a.seed, anchor=a.anchor))
+    tc, _ = train_config(a, device=a.device)
+    model, hist = fit(np.concatenate(arrays).astype(np.float32), tc=tc)
     model.save(a.out)
-    print(f"trained on {len(x)} sequences, {len(hist['val_loss'])} epochs, "
+    print(f"trained on {model.config.provenance['sequences']} sequences, {len(hist['val_loss'])} epochs, "
           f"held-out loss {min(hist['val_loss']):.4f}; wrote {a.out}")
     return 0
 
@@ -141,41 +180,112 @@ def cmd_ui(a) -> int:
            "--server.maxUploadSize", str(a.max_upload_mb), "--browser.gatherUsageStats", "false",
            "--", "--index", str(a.index)]
     if not Path(a.index, "index.db").is_file():
-        raise FileNotFoundError(f"no lift-search index at {a.index}")
+        raise IndexNotFoundError(f"no lift-search index at {a.index}")
     os.execv(sys.executable, cmd)  # become the server: Ctrl-C and SIGTERM reach it directly
+
+
+def cmd_eval_chiral(a) -> int:
+    """The Chirality-in-Action protocol: a linear probe per chiral group, LiFT vs baselines.
+
+    For each chiral group a RidgeClassifier (default alpha) is fitted on the train split's descriptors
+    and scored on the test split; the mean over groups is reported for LiFT's descriptors and for the
+    baselines (middle frame, mean pooling, first+last frames, concatenation of all T frames), all
+    computed from the index's cached frame features.
+
+    example: lift-search eval chiral --index lib.lift --labels lib/labels.csv --json probe.json
+    """
+    from search import evaluate as ev
+
+    bench = ev.load_benchmark(a.index, a.labels, need_splits=True, device=a.device)
+    res = ev.run_probe(bench)
+    print(ev.format_probe(res, per_group=not a.quiet), file=sys.stderr if a.json == "-" else sys.stdout)
+    _write_json(res, a.json)
+    return 0
+
+
+def cmd_eval_retrieval(a) -> int:
+    """Chiral retrieval: does a clip find its own action, and does its reverse query find the opposite?
+
+    Each labelled clip queries the others. Forward: the top result should be of the same group and
+    class; reverse: the top result of a reverse query should be of the same group and the opposite
+    class. Reports top-1 and precision@k for LiFT (through the search engine, over a motion-weight
+    sweep) and for the baselines (exact cosine search; reverse query = descriptor of reversed frames).
+
+    example: lift-search eval retrieval --index lib.lift --labels lib/labels.csv -k 5
+    """
+    from search import evaluate as ev
+
+    weights = [float(w) for w in a.motion_weights.split(",") if w.strip()]
+    bench = ev.load_benchmark(a.index, a.labels, need_splits=False, device=a.device)
+    res = ev.run_retrieval(bench, k=a.k, weights=weights)
+    print(ev.format_retrieval(res, per_group=not a.quiet), file=sys.stderr if a.json == "-" else sys.stdout)
+    _write_json(res, a.json)
+    return 0
+
+
+def cmd_eval(a) -> int:
+    """Evaluate an index on chiral (time-reversed) action pairs: `eval chiral`, `eval retrieval`."""
+    raise UsageError("choose: lift-search eval chiral | lift-search eval retrieval")
+
+
+# ---- the parser ----------------------------------------------------------------------------------
+def _verb(sub, name: str, fn) -> argparse.ArgumentParser:
+    sp = sub.add_parser(name, help=fn.__doc__.splitlines()[0], description=fn.__doc__,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    sp.set_defaults(fn=fn)
+    return sp
+
+
+def _add_eval(sub) -> None:
+    from search.evaluate import CSV_HELP, MOTION_WEIGHTS
+
+    sp = _verb(sub, "eval", cmd_eval)
+    sp.epilog = CSV_HELP
+    inner = sp.add_subparsers(dest="eval_cmd", required=True, metavar="{chiral,retrieval}")
+    for name, fn in (("chiral", cmd_eval_chiral), ("retrieval", cmd_eval_retrieval)):
+        p = _verb(inner, name, fn)
+        p.epilog = CSV_HELP
+        p.add_argument("--index", required=True, help="index folder (built by `lift-search index`)")
+        p.add_argument("--labels", required=True, help="labels CSV (format below)")
+        p.add_argument("--json", metavar="OUT", help="also write the results as JSON to OUT ('-': stdout)")
+        p.add_argument("--device", default="cpu", help="device for the LiFT model (cpu | cuda)")
+        p.add_argument("-q", "--quiet", action="store_true", help="no per-group tables")
+        if name == "retrieval":
+            p.add_argument("-k", type=int, default=5, help="k of precision@k (default 5)")
+            p.add_argument("--motion-weights", default=",".join(str(w) for w in MOTION_WEIGHTS),
+                           help="comma-separated motion weights of the LiFT sweep (default %(default)s)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lift-search", description="Time-aware video search with LiFT.")
-    p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging; tracebacks for every error")
     sub = p.add_subparsers(dest="cmd", required=True)
+    opts = IndexOptions()
 
-    def verb(name, fn):
-        sp = sub.add_parser(name, help=fn.__doc__.splitlines()[0], description=fn.__doc__,
-                            formatter_class=argparse.RawDescriptionHelpFormatter)
-        sp.set_defaults(fn=fn)
-        return sp
-
-    sp = verb("index", cmd_index)
+    sp = _verb(sub, "index", cmd_index)
     sp.add_argument("dirs", nargs="+", help="folders of videos (scanned recursively)")
     sp.add_argument("--index", required=True, help="index folder (created if missing)")
-    sp.add_argument("--backbone", default="efficientnet-lite0",
-                    help="dinov2-vits14-reg (needs its weights), efficientnet-lite0 (offline), timm:NAME")
-    sp.add_argument("--backbone-weights", help="local weights file for the backbone")
-    sp.add_argument("--lift", default="auto", help="official | fit | PATH (default: official for DINOv2, else fit)")
+    sp.add_argument("--backbone", help=f"dinov2-vits14-reg (needs its weights), efficientnet-lite0 (offline), "
+                                       f"timm:NAME (default: the index's own; {DEFAULT_BACKBONE} for a new index)")
+    sp.add_argument("--backbone-weights", help="local weights file for the backbone (default: the index's recorded "
+                                               "file, else the backbone's own weights)")
+    sp.add_argument("--lift", default=opts.lift,
+                    help="official | fit | PATH (default %(default)s: official for DINOv2, else fit)")
     sp.add_argument("--refit", action="store_true", help="retrain the library's LiFT and re-describe all clips")
-    sp.add_argument("--latent-dim", type=int, help="d of a LiFT trained with --lift fit (default 192)")
-    sp.add_argument("--epochs", type=int, help=f"max epochs of --lift fit (default {FIT_EPOCHS}; early stopping)")
-    sp.add_argument("--anchor", type=float, help=ANCHOR_HELP.replace("%(default)s", f"{FIT_ANCHOR:g}"))
-    sp.add_argument("--window", type=float, default=4.0, help="clip window of long videos, seconds")
-    sp.add_argument("--stride", type=float, default=2.0, help="step between windows, seconds")
-    sp.add_argument("--max-single", type=float, default=6.0, help="videos up to this long are one clip")
-    sp.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    sp.add_argument("--workers", type=int, default=2, help="decoder processes")
-    sp.add_argument("--timeout", type=float, default=120.0, help="seconds before a stuck decode is killed")
+    add_train_options(sp)
+    sp.add_argument("--window", type=float, default=Sampling.window_s,
+                    help="clip window of long videos, seconds (default %(default)s)")
+    sp.add_argument("--stride", type=float, default=Sampling.stride_s,
+                    help="step between windows, seconds (default %(default)s)")
+    sp.add_argument("--max-single", type=float, default=Sampling.max_single_s,
+                    help="videos up to this long are one clip (default %(default)s)")
+    sp.add_argument("--device", default=opts.device, help="auto | cpu | cuda (default %(default)s)")
+    sp.add_argument("--workers", type=int, default=opts.workers, help="decoder processes (default %(default)s)")
+    sp.add_argument("--timeout", type=float, default=DECODE_TIMEOUT_S,
+                    help="seconds before a stuck decode is killed (default %(default)s)")
     sp.add_argument("--json", action="store_true", help="print the summary as JSON, no progress bars")
 
-    sp = verb("search", cmd_search)
+    sp = _verb(sub, "search", cmd_search)
     sp.add_argument("video", nargs="?", help="query video file")
     sp.add_argument("--clip", type=int, help="query by indexed clip id instead")
     sp.add_argument("--index", required=True)
@@ -183,34 +293,31 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--reverse", action="store_true", help="find the temporally opposite action")
     sp.add_argument("--motion", type=float, default=0.5, help="0: looks the same ... 1: moves the same")
     sp.add_argument("--device", default="cpu")
+    sp.add_argument("--backbone-weights", help="the index's backbone weights file, if it moved since indexing")
     sp.add_argument("--json", action="store_true")
 
-    sp = verb("status", cmd_status)
+    sp = _verb(sub, "status", cmd_status)
     sp.add_argument("--index", required=True)
     sp.add_argument("--json", action="store_true")
 
-    sp = verb("train", cmd_train)
+    sp = _verb(sub, "train", cmd_train)
     sp.add_argument("features", nargs="+", help=".npy/.npz files of (N, T, D) feature sequences")
     sp.add_argument("--out", required=True, help="output .safetensors")
-    sp.add_argument("--latent-dim", type=int, default=192)
-    sp.add_argument("--epochs", type=int, default=300)
-    sp.add_argument("--seed", type=int, default=0)
-    sp.add_argument("--anchor", type=float, default=FIT_ANCHOR, help=ANCHOR_HELP)
+    add_train_options(sp)
     sp.add_argument("--device", default="auto")
 
-    sp = verb("demo", cmd_demo)
+    sp = _verb(sub, "demo", cmd_demo)
     sp.add_argument("--out", default="demo", help="folder for the demo library and its index")
     sp.add_argument("--scenes", type=int, default=2, help="scenes per chiral pair")
-    sp.add_argument("--epochs", type=int, default=FIT_EPOCHS)
+    sp.add_argument("--epochs", type=int, default=TrainConfig.epochs)
 
-    sp = verb("ui", cmd_ui)
+    sp = _verb(sub, "ui", cmd_ui)
     sp.add_argument("--index", required=True)
     sp.add_argument("--host", default="127.0.0.1")
     sp.add_argument("--port", type=int, default=8501)
     sp.add_argument("--max-upload-mb", type=int, default=200)
 
-    from search.evaluate import add_eval_parser
-    add_eval_parser(sub, verb)
+    _add_eval(sub)
     return p
 
 
@@ -222,11 +329,14 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.fn(args)
-    except (FileNotFoundError, ValueError, RuntimeError) as e:  # clear one-line errors, no traceback
+    except LiftSearchError as e:  # the user's to fix: one clear line; a bug keeps its traceback
         if args.verbose:
             raise
         print(f"lift-search {args.cmd}: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"lift-search {args.cmd}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

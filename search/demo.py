@@ -5,24 +5,23 @@ import logging
 import time
 from pathlib import Path
 
-from indexer import FIT_ANCHOR, FIT_EPOCHS
-from indexer.pipeline import IndexOptions, run_index
+from indexer.pipeline import run_index
 from indexer.synth import render_library
-from lift.train import TrainConfig
+from lift.config import IndexOptions, TrainConfig
 
 from .engine import SearchEngine
 
 log = logging.getLogger(__name__)
 
 
-def run_demo(out: Path, scenes: int = 2, epochs: int = FIT_EPOCHS) -> int:
+def run_demo(out: Path, scenes: int = 2, epochs: int = TrainConfig.epochs) -> int:
     start = time.time()
     library, index = out / "library", out / "index"
     clips = render_library(library, n_scenes_per_group=scenes, variants=2, seed=0)
     label = {str(Path(c.path).absolute()): f"{c.group} / {c.cls} / {c.scene}" for c in clips}
     print(f"rendered {len(clips)} chiral clips in {library}")
 
-    opts = IndexOptions(backbone="efficientnet-lite0", lift="fit", train=TrainConfig(epochs=epochs, anchor=FIT_ANCHOR, progress=True))
+    opts = IndexOptions(backbone="efficientnet-lite0", lift="fit", train=TrainConfig(epochs=epochs))
     report = run_index([library], index, opts)
     print(f"indexed {report.videos_total} videos ({report.clips_total} clips), {report.failed} failed, "
           f"in {report.seconds:.0f} s")

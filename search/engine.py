@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -16,19 +17,19 @@ from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
 from db import Clip as ClipRow
-from db import Failure, Video, open_db
-from db.session import all_settings
-from indexer.clips import Sampling
+from db import Failure, Video, all_settings, open_db
 from indexer.library import IndexDir, VideoFeatures
 from indexer.lock import IndexLock, IndexLocked
 from indexer.reconcile import disagreement, reconcile
 from indexer.store import VectorStore
-from lift.checkpoint import load_checkpoint
+from lift.config import DECODE_TIMEOUT_S, Sampling
+from lift.errors import CheckpointError, EmptyIndexError, IndexNotFoundError, LiftSearchError
+from lift.files import SAFETENSORS_META_KEY, safetensors_metadata
 
 log = logging.getLogger(__name__)
 
 
-class SearchError(ValueError):
+class SearchError(LiftSearchError, ValueError):
     """Bad query input (unknown clip, bad weight, unreadable video); the message says which."""
 
 
@@ -57,27 +58,34 @@ class Hit:
 
 
 class SearchEngine:
-    def __init__(self, idx: IndexDir, sessions, store: VectorStore, settings: dict, device: str = "cpu"):
+    """Searches one index. The LiFT model and the backbone are loaded on first use: a query by clip id
+    needs neither (nor torch)."""
+
+    def __init__(self, idx: IndexDir, sessions, store: VectorStore, settings: dict, device: str = "cpu",
+                 backbone_weights: str | Path | None = None):
         self.idx, self.sessions, self.store, self.settings = idx, sessions, store, settings
-        self.device = device
+        self.device, self.backbone_weights = device, backbone_weights
         self.dim = store.dim
-        self.model = load_checkpoint(idx.model_path(store.meta["lift_hash"])).to(device).eval()
         with sessions() as s:
             missing, orphans = disagreement(s, store)
         self._hidden = set(missing.tolist()) | set(orphans.tolist())  # never served
         self._backbone = None
 
     @classmethod
-    def open(cls, index_dir: str | Path, device: str = "cpu") -> "SearchEngine":
+    def open(cls, index_dir: str | Path, device: str = "cpu",
+             backbone_weights: str | Path | None = None) -> "SearchEngine":
+        """Open an index for searching (repairing what a crashed indexer left, when no indexer runs).
+        backbone_weights: the file of the index's backbone weights, where it moved since indexing."""
         idx = IndexDir(index_dir)
-        if not idx.exists() or not idx.vectors.exists():
-            raise FileNotFoundError(f"no lift-search index at {idx.root}: build one with "
-                                    f"`lift-search index VIDEOS_DIR --index {idx.root}`")
+        if not idx.exists():
+            raise IndexNotFoundError(f"no lift-search index at {idx.root}: build one with "
+                                     f"`lift-search index VIDEOS_DIR --index {idx.root}`")
         sessions = open_db(idx.db)
         with sessions() as s:
             settings = all_settings(s)
-        if settings.get("dim") is None:
-            raise FileNotFoundError(f"the index at {idx.root} holds no vectors yet")
+        if settings.get("dim") is None or not idx.vectors.exists():
+            raise EmptyIndexError(f"the index at {idx.root} holds no vectors yet: its first `lift-search index` "
+                                  f"run has not finished a checkpoint")
         store = VectorStore.load(idx.vectors, settings["dim"])  # refuses a file we did not write
         with sessions() as s:
             missing, orphans = disagreement(s, store)
@@ -95,12 +103,34 @@ class SearchEngine:
             except (OSError, OperationalError) as e:  # read-only folder or disk: the ids stay hidden
                 log.info("cannot repair the index %s (%s): serving it without repairs", idx.root, e)
         if "lift_hash" not in store.meta:
-            raise FileNotFoundError(f"the index at {idx.root} holds no vectors yet")
-        return cls(idx, sessions, store, settings, device)
+            raise EmptyIndexError(f"the index at {idx.root} holds no vectors yet")
+        model = idx.model_path(store.meta["lift_hash"])
+        if not model.is_file() or SAFETENSORS_META_KEY not in (safetensors_metadata(model) or {}):
+            raise CheckpointError(f"Refusing to load {model}: it is not the LiFT model this index wrote (a "
+                                  f"lift-search safetensors file); it is missing or was replaced. Rebuild the "
+                                  f"index's model with `lift-search index ... --refit`.")
+        return cls(idx, sessions, store, settings, device, backbone_weights)
+
+    @cached_property
+    def model(self):
+        """The LiFT that made the index's vectors (loaded on first use)."""
+        from lift.checkpoint import load_checkpoint
+
+        return load_checkpoint(self.idx.model_path(self.store.meta["lift_hash"])).to(self.device).eval()
 
     # ---- library ----------------------------------------------------------------------------
+    def served_ids(self) -> set[int]:
+        """The clip ids this engine serves: those with both a vector and a database row when it was
+        opened (while an indexer is between its two writes, the others are hidden, never served)."""
+        return set(self.store.ids().tolist()) - self._hidden
+
+    @property
+    def hidden_ids(self) -> frozenset[int]:
+        """Ids in only one of the database and the vectors when the engine was opened: never served."""
+        return frozenset(self._hidden)
+
     def clips(self) -> list[Clip]:
-        valid = set(self.store.ids().tolist()) - self._hidden
+        valid = self.served_ids()
         with self.sessions() as s:
             rows = s.execute(select(ClipRow.id, Video.path, ClipRow.start_s, ClipRow.end_s)
                              .join(Video).order_by(Video.path, ClipRow.start_s)).all()
@@ -142,7 +172,8 @@ class SearchEngine:
 
         backbone = self.backbone()
         whole = replace(self.sampling, max_single_s=float("inf"))
-        with DecodePool(workers=1, timeout_s=120, short_side=backbone.preprocess.resize, sampling=whole) as pool:
+        with DecodePool(workers=1, timeout_s=DECODE_TIMEOUT_S, short_side=backbone.preprocess.resize,
+                        sampling=whole) as pool:
             decoded = next(pool.imap([str(path)]))
         if decoded.error or not decoded.plans:
             raise SearchError(f"cannot use {path} as a query: {decoded.error or 'no frames'}")
@@ -151,10 +182,19 @@ class SearchEngine:
         return torch.as_tensor(feats[[pos[f] for f in decoded.plans[0].frame_indices]])  # (T, D)
 
     def backbone(self):
+        """The backbone that made the index's features, rebuilt from its record (name, weights digest and
+        source, preprocessing): a query video is embedded exactly as the library was."""
         if self._backbone is None:
-            from lift import load_backbone
+            record = self.settings.get("backbone_record")
+            if record is None:
+                raise SearchError(
+                    f"the index at {self.idx.root} was built by an earlier lift-search, which did not record "
+                    f"which weights and preprocessing its backbone ({self.settings.get('backbone')}) used: a "
+                    f"query video cannot be embedded the way its clips were. Clip queries (--clip) work; run "
+                    f"`lift-search index` on it once (it records the weights it uses) to enable video queries.")
+            from lift.backbones import backbone_from_record
 
-            self._backbone = load_backbone(self.settings["backbone"], device=self.device)
+            self._backbone = backbone_from_record(record, device=self.device, weights=self.backbone_weights)
         return self._backbone
 
     def _search(self, vec: np.ndarray, k: int, reverse: bool, motion: float, exclude: int | None) -> list[Hit]:
@@ -218,7 +258,8 @@ class SearchEngine:
         disk = sum(f.stat().st_size for f in self.idx.root.rglob("*") if f.is_file())
         return {"index": str(self.idx.root), **counts, "vectors": len(self.store),
                 "failure_reasons": [{"path": p, "reason": r} for p, r in self.failures()],
-                "backbone": self.settings.get("backbone"), "lift": self.settings.get("lift"),
+                "backbone": self.settings.get("backbone"), "backbone_record": self.settings.get("backbone_record"),
+                "lift": self.settings.get("lift"),
                 "sampling": self.settings.get("sampling"), "dim": self.dim, "roots": self.settings.get("roots"),
                 "created_at": self.settings.get("created_at"), "updated_at": self.settings.get("updated_at"),
                 "disk_bytes": disk}

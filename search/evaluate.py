@@ -33,17 +33,17 @@ the forward and reverse top-1, is at most 50 %, the chance level of telling an a
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import os
-import sys
 import time
-from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
+
+from lift.errors import LiftSearchError
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ Each video counts once, by its first clip. `python -m indexer.synth DIR` writes 
 """
 
 
-class LabelError(ValueError):
+class LabelError(LiftSearchError, ValueError):
     """The labels CSV does not fit the protocol or the index; the message lists every problem."""
 
     def __init__(self, source: str, problems: Sequence[str]):
@@ -93,7 +93,7 @@ def read_labels(csv_path: str | Path) -> list[Label]:
     """Parse a labels CSV; raises LabelError listing every malformed row (not only the first)."""
     csv_path = Path(csv_path)
     if not csv_path.is_file():
-        raise FileNotFoundError(f"no labels CSV at {csv_path}")
+        raise LabelError(str(csv_path), [f"no labels CSV at {csv_path}"])
     base = csv_path.absolute().parent
     with open(csv_path, newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
@@ -207,7 +207,7 @@ def load_benchmark(index: str | Path, labels_csv: str | Path, need_splits: bool 
         videos = {v.path: v for v in s.scalars(select(Video))}
         failed = {f.path: f.reason for f in s.scalars(select(Failure))}
         real = {os.path.realpath(p): v for p, v in videos.items()}
-        valid = set(engine.store.ids().tolist()) - engine._hidden
+        valid = engine.served_ids()
         found = []
         for lab in labels:
             v = videos.get(lab.video) or real.get(os.path.realpath(lab.video))
@@ -449,78 +449,3 @@ def format_retrieval(res: dict, per_group: bool = True) -> str:
         for gname, r in best["per_group"].items():
             lines.append(f"{gname:<43} " + cells(r))
     return "\n".join(lines)
-
-
-# ---- command line ------------------------------------------------------------------------------
-def _write_json(res: dict, dest: str | None) -> None:
-    if not dest:
-        return
-    text = json.dumps(res, indent=1)
-    if dest == "-":
-        print(text)
-    else:
-        Path(dest).parent.mkdir(parents=True, exist_ok=True)
-        Path(dest).write_text(text + "\n")
-        print(f"wrote {dest}", file=sys.stderr)
-
-
-def cmd_eval_chiral(a) -> int:
-    """The Chirality-in-Action protocol: a linear probe per chiral group, LiFT vs baselines.
-
-    For each chiral group a RidgeClassifier (default alpha) is fitted on the train split's descriptors
-    and scored on the test split; the mean over groups is reported for LiFT's descriptors and for the
-    baselines (middle frame, mean pooling, first+last frames, concatenation of all T frames), all
-    computed from the index's cached frame features.
-
-    example: lift-search eval chiral --index lib.lift --labels lib/labels.csv --json probe.json
-    """
-    bench = load_benchmark(a.index, a.labels, need_splits=True, device=a.device)
-    res = run_probe(bench)
-    print(format_probe(res, per_group=not a.quiet), file=sys.stderr if a.json == "-" else sys.stdout)
-    _write_json(res, a.json)
-    return 0
-
-
-def cmd_eval_retrieval(a) -> int:
-    """Chiral retrieval: does a clip find its own action, and does its reverse query find the opposite?
-
-    Each labelled clip queries the others. Forward: the top result should be of the same group and
-    class; reverse: the top result of a reverse query should be of the same group and the opposite
-    class. Reports top-1 and precision@k for LiFT (through the search engine, over a motion-weight
-    sweep) and for the baselines (exact cosine search; reverse query = descriptor of reversed frames).
-
-    example: lift-search eval retrieval --index lib.lift --labels lib/labels.csv -k 5
-    """
-    weights = [float(w) for w in a.motion_weights.split(",") if w.strip()]
-    bench = load_benchmark(a.index, a.labels, need_splits=False, device=a.device)
-    res = run_retrieval(bench, k=a.k, weights=weights)
-    print(format_retrieval(res, per_group=not a.quiet), file=sys.stderr if a.json == "-" else sys.stdout)
-    _write_json(res, a.json)
-    return 0
-
-
-def cmd_eval(a) -> int:
-    """Evaluate an index on chiral (time-reversed) action pairs: `eval chiral`, `eval retrieval`."""
-    raise SystemExit("choose: lift-search eval chiral | lift-search eval retrieval")
-
-
-def add_eval_parser(sub, verb) -> None:
-    """Register `lift-search eval {chiral,retrieval}` with the CLI's `verb(name, fn)` helper."""
-    import argparse
-
-    sp = verb("eval", cmd_eval)
-    sp.epilog = CSV_HELP
-    inner = sp.add_subparsers(dest="eval_cmd", required=True, metavar="{chiral,retrieval}")
-    for name, fn in (("chiral", cmd_eval_chiral), ("retrieval", cmd_eval_retrieval)):
-        p = inner.add_parser(name, help=fn.__doc__.splitlines()[0], description=fn.__doc__, epilog=CSV_HELP,
-                             formatter_class=argparse.RawDescriptionHelpFormatter)
-        p.set_defaults(fn=fn)
-        p.add_argument("--index", required=True, help="index folder (built by `lift-search index`)")
-        p.add_argument("--labels", required=True, help="labels CSV (format below)")
-        p.add_argument("--json", metavar="OUT", help="also write the results as JSON to OUT ('-': stdout)")
-        p.add_argument("--device", default="cpu", help="device for the LiFT model (cpu | cuda)")
-        p.add_argument("-q", "--quiet", action="store_true", help="no per-group tables")
-        if name == "retrieval":
-            p.add_argument("-k", type=int, default=5, help="k of precision@k (default 5)")
-            p.add_argument("--motion-weights", default=",".join(str(w) for w in MOTION_WEIGHTS),
-                           help="comma-separated motion weights of the LiFT sweep (default 0,0.25,0.5,0.75,1)")

@@ -10,18 +10,17 @@ import pytest
 # set before anything is imported, so that subprocesses started by tests inherit it
 os.environ["LIFT_SEARCH_CACHE"] = tempfile.mkdtemp(prefix="lift-search-test-cache-")
 
-from indexer.clips import Sampling
-from indexer.pipeline import IndexOptions, run_index
+from indexer.pipeline import run_index
 from indexer.synth import render_library
-from lift.train import TrainConfig
+from lift.config import IndexOptions, Sampling, TrainConfig
 
 SMALL_GROUPS = ["left_right", "up_down", "towards_away", "open_close"]
 
 
 def small_options(**kw) -> IndexOptions:
     """Fast settings for tests: a small LiFT, a short training, one decoder process."""
-    base = dict(backbone="efficientnet-lite0", lift="fit", latent_dim=64, workers=1, device="cpu",
-                train=TrainConfig(epochs=15, progress=False), progress=False, sampling=Sampling())
+    base = dict(backbone="efficientnet-lite0", lift="fit", workers=1, device="cpu",
+                train=TrainConfig(latent_dim=64, epochs=15, progress=False), progress=False, sampling=Sampling())
     base.update(kw)
     return IndexOptions(**base)
 
@@ -39,5 +38,6 @@ def small_index(small_library, tmp_path_factory) -> Path:
     """An index of the small library (16 clips), built once; tests must not modify it."""
     library, _ = small_library
     index = tmp_path_factory.mktemp("index") / "idx"
-    run_index([library], index, small_options(train=TrainConfig(epochs=80, patience=20, progress=False)))
+    run_index([library], index, small_options(train=TrainConfig(latent_dim=64, epochs=80, patience=20,
+                                                                progress=False)))
     return index

@@ -22,14 +22,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def options(spec: dict):
-    from indexer.clips import Sampling
-    from indexer.pipeline import IndexOptions
-    from lift.train import TrainConfig
+    from lift.config import IndexOptions, Sampling, TrainConfig
 
     spec = dict(spec)
     sampling = Sampling(frames_per_clip=spec.pop("frames_per_clip", 8))
-    train = TrainConfig(epochs=spec.pop("epochs", 10), progress=False)
-    base = dict(backbone="efficientnet-lite0", lift="fit", latent_dim=32, workers=1, device="cpu",
+    train = TrainConfig(latent_dim=32, epochs=spec.pop("epochs", 10), progress=False)
+    base = dict(backbone="efficientnet-lite0", lift="fit", workers=1, device="cpu",
                 progress=False, checkpoint_videos=3, batch_frames=24, sampling=sampling, train=train)
     return IndexOptions(**{**base, **spec})
 

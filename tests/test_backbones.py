@@ -66,9 +66,9 @@ def test_channels_last_input_gives_the_contiguous_inputs_features(lite0):
 
 
 def test_batchnorm_folding_keeps_the_features(lite0):
-    from lift.backbones import _lite0_model
+    from lift.backbones import lite0_model
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in lite0.model.modules())  # all 49 folded
-    plain = _lite0_model(None, pretrained=True).eval()
+    plain = lite0_model(None, pretrained=True).eval()
     x = lite0.preprocess_frames(random_frames(3, 224, 300))
     with torch.inference_mode():
         want = plain.forward_head(plain.forward_features(x), pre_logits=True).numpy()

