@@ -392,7 +392,7 @@ def _resolve_model(idx: IndexDir, sessions, opts: IndexOptions, feature_dim: int
         report.lift = current
         return model, current["hash"]
     if spec == "fit":
-        seqs = _library_sequences(idx, sessions, ready)
+        seqs = library_sequences(idx, sessions, ready)
         if len(seqs) < 2:
             raise ValueError("--lift fit needs at least 2 clips with features to train on; index more videos "
                              "or pass --lift PATH / --lift official")
@@ -428,7 +428,7 @@ def model_digest(model: LiFT) -> str:
     return hash_weights(h, model).hexdigest()[:16]
 
 
-def _library_sequences(idx: IndexDir, sessions, ready: list[Pending]) -> np.ndarray:
+def library_sequences(idx: IndexDir, sessions, ready: list[Pending]) -> np.ndarray:
     """The feature sequences of every clip of the library: indexed videos and those about to be."""
     with sessions() as s:
         files = set(s.scalars(select(Video.features)))
