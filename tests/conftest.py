@@ -1,5 +1,6 @@
-"""Shared fixtures: a small rendered chiral library and a real index built from it (session-scoped:
-built once per test run, with the offline efficientnet-lite0 backbone and a LiFT fitted on it)."""
+"""Shared fixtures (session-scoped: built once per test run): a small rendered chiral library, a real index
+built from it with the offline efficientnet-lite0 backbone and a LiFT fitted on it, and the indexer driver
+(tests/index_driver.py) whose runs a test may SIGKILL. Shared helpers live in tests/helpers.py."""
 import os
 import tempfile
 from pathlib import Path
@@ -12,17 +13,9 @@ os.environ["LIFT_SEARCH_CACHE"] = tempfile.mkdtemp(prefix="lift-search-test-cach
 
 from indexer.pipeline import run_index
 from indexer.synth import render_library
-from lift.config import IndexOptions, Sampling, TrainConfig
-
-SMALL_GROUPS = ["left_right", "up_down", "towards_away", "open_close"]
-
-
-def small_options(**kw) -> IndexOptions:
-    """Fast settings for tests: a small LiFT, a short training, one decoder process."""
-    base = dict(backbone="efficientnet-lite0", lift="fit", workers=1, device="cpu",
-                train=TrainConfig(latent_dim=64, epochs=15, progress=False), progress=False, sampling=Sampling())
-    base.update(kw)
-    return IndexOptions(**base)
+from lift.config import TrainConfig
+from tests.helpers import SMALL_GROUPS, small_options
+from tests.index_driver import Driver
 
 
 @pytest.fixture(scope="session")
@@ -41,3 +34,11 @@ def small_index(small_library, tmp_path_factory) -> Path:
     run_index([library], index, small_options(train=TrainConfig(latent_dim=64, epochs=80, patience=20,
                                                                 progress=False)))
     return index
+
+
+@pytest.fixture(scope="session")
+def driver(tmp_path_factory):
+    """The fork server of tests/index_driver.py: torch imported once, every run a process of its own."""
+    d = Driver(tmp_path_factory.mktemp("driver"))
+    yield d
+    d.close()

@@ -18,7 +18,8 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.index_driver import Driver, record, snapshot
+from tests.helpers import record, snapshot
+from tests.index_driver import Driver
 
 FFMPEG = shutil.which("ffmpeg")
 SETPRIV = shutil.which("setpriv")

@@ -19,7 +19,7 @@ from db import open_db
 from db.session import get_setting, set_setting
 from indexer.lock import IndexLock, IndexLocked
 from search import SearchEngine
-from tests.index_driver import Driver, good_videos, make_library, record, snapshot
+from tests.helpers import good_videos, make_library, record, snapshot
 
 
 # ---- one indexer per index --------------------------------------------------------------------------
@@ -86,13 +86,6 @@ def test_write_transactions_take_the_lock_up_front_and_readers_never_wait(tmp_pa
 
 
 # ---- searches during an index run --------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def driver(tmp_path_factory):
-    d = Driver(tmp_path_factory.mktemp("driver"))
-    yield d
-    d.close()
-
-
 def test_searches_during_an_index_run_never_fail(driver, tmp_path):
     videos = make_library(tmp_path / "videos", groups=("left_right", "up_down"))
     index = tmp_path / "idx"

@@ -10,35 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from db import Clip, open_db
+from db import open_db
 from indexer.library import IndexDir
 from indexer.pipeline import IndexSettingsError, run_index
-from indexer.reconcile import disagreement
 from indexer.store import VectorStore
 from search import SearchEngine, SearchError
-from tests.conftest import small_options
-
-
-def agreement(index: Path) -> tuple[int, int, int]:
-    """(clips in db, vectors, disagreeing ids) — the last must be 0."""
-    idx = IndexDir(index)
-    sessions = open_db(idx.db)
-    with sessions() as s:
-        dim = s.get(__import__("db").Setting, "dim").value
-        store = VectorStore.load(idx.vectors, dim)
-        missing, orphans = disagreement(s, store)
-        n = s.query(Clip).count()
-    return n, len(store), len(missing) + len(orphans)
-
-
-def copy_library(src: Path, dst: Path, n: int | None = None) -> list[Path]:
-    files = sorted(src.rglob("*.webm"))[:n]
-    dst.mkdir(parents=True, exist_ok=True)
-    out = []
-    for f in files:
-        shutil.copy2(f, dst / f.name)
-        out.append(dst / f.name)
-    return out
+from tests.helpers import agreement, copy_library, small_options
 
 
 def test_small_index_is_whole(small_index, small_library):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.index_driver import Driver, differences, good_videos, make_library, record, snapshot
+from tests.helpers import differences, good_videos, make_library, record, snapshot
 
 pytestmark = pytest.mark.slow
 
@@ -45,13 +45,6 @@ TARGETED = [
 
 def phase(passed: list[str]) -> str:
     return PHASES.get(passed[-1] if passed else None, passed[-1] if passed else "start-up")
-
-
-@pytest.fixture(scope="module")
-def driver(tmp_path_factory):
-    d = Driver(tmp_path_factory.mktemp("driver"))
-    yield d
-    d.close()
 
 
 def test_kill_anywhere_and_resume(driver, tmp_path):

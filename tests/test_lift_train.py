@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 import torch
-from sklearn.linear_model import Ridge, RidgeClassifier
+from sklearn.linear_model import RidgeClassifier
 
 from lift import LiFT, LiftConfig
 from lift.train import TrainConfig, anchor_basis, chord, fit

@@ -20,16 +20,9 @@ from indexer.library import IndexDir
 from indexer.lock import IndexLock
 from indexer.store import StoreError, VectorStore
 from search import SearchEngine, SearchError
-from tests.index_driver import Driver, differences, good_videos, make_library, snapshot
+from tests.helpers import differences, good_videos, make_library, snapshot
 
 GROUPS = ("left_right", "up_down", "open_close")  # 6 good videos: two checkpoints of 3
-
-
-@pytest.fixture(scope="module")
-def driver(tmp_path_factory):
-    d = Driver(tmp_path_factory.mktemp("driver"))
-    yield d
-    d.close()
 
 
 @pytest.fixture(scope="module")

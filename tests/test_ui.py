@@ -14,7 +14,7 @@ from streamlit.testing.v1 import AppTest
 
 from indexer.pipeline import run_index
 from search import SearchEngine, SearchError
-from tests.conftest import small_options
+from tests.helpers import small_options
 from ui import helpers as h
 
 APP = Path(__file__).resolve().parent.parent / "ui" / "app.py"

@@ -22,7 +22,7 @@ from typing import Iterator
 import pytest
 
 from indexer.pipeline import run_index
-from tests.conftest import small_options
+from tests.helpers import small_options
 
 pytestmark = pytest.mark.browser
 

@@ -1,0 +1,151 @@
+"""Helpers shared by the tests: small index options, synthetic libraries with bad files, and the checks
+that compare two indexes (snapshot / differences) or a database with its vectors (agreement)."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+from db import Clip, Setting, open_db
+from indexer.library import IndexDir
+from indexer.reconcile import disagreement
+from indexer.store import VectorStore
+from lift.config import IndexOptions, Sampling, TrainConfig
+
+SMALL_GROUPS = ["left_right", "up_down", "towards_away", "open_close"]
+
+
+def small_options(**kw) -> IndexOptions:
+    """Fast settings for tests: a small LiFT, a short training, one decoder process."""
+    base = dict(backbone="efficientnet-lite0", lift="fit", workers=1, device="cpu",
+                train=TrainConfig(latent_dim=64, epochs=15, progress=False), progress=False, sampling=Sampling())
+    base.update(kw)
+    return IndexOptions(**base)
+
+
+def agreement(index: Path) -> tuple[int, int, int]:
+    """(clips in db, vectors, disagreeing ids) — the last must be 0."""
+    idx = IndexDir(index)
+    sessions = open_db(idx.db)
+    with sessions() as s:
+        dim = s.get(Setting, "dim").value
+        store = VectorStore.load(idx.vectors, dim)
+        missing, orphans = disagreement(s, store)
+        n = s.query(Clip).count()
+    return n, len(store), len(missing) + len(orphans)
+
+
+def copy_library(src: Path, dst: Path, n: int | None = None) -> list[Path]:
+    files = sorted(src.rglob("*.webm"))[:n]
+    dst.mkdir(parents=True, exist_ok=True)
+    out = []
+    for f in files:
+        shutil.copy2(f, dst / f.name)
+        out.append(dst / f.name)
+    return out
+
+
+TEMP_PATTERNS = ("**/*.tmp", "**/*.tmp.npz", "**/incoming.safetensors", "**/*.part")
+
+
+def make_library(root: Path, groups=("left_right", "up_down", "towards_away", "open_close", "rotate"),
+                 crash: bool = True) -> Path:
+    """len(groups) * 2 synthetic clips, plus an empty file, random bytes and (with the decoder hook on)
+    a file whose decoder segfaults."""
+    from indexer.synth import render_library
+
+    clips = render_library(root, n_scenes_per_group=1, variants=1, groups=list(groups), seed=0, progress=False)
+    (root / "labels.csv").unlink()
+    bad = root / "bad"
+    bad.mkdir()
+    (bad / "empty.mp4").write_bytes(b"")
+    (bad / "random.mp4").write_bytes(__import__("numpy").random.default_rng(0).bytes(20_000))
+    if crash:
+        shutil.copy(clips[0].path, bad / "x__segfault__.mp4")
+    return root
+
+
+def good_videos(root: Path, under: str = "") -> list[Path]:
+    """The synthetic videos under `root` (or its folder `under`), whatever format synth writes: all
+    files with a video extension outside bad/."""
+    from indexer.scan import VIDEO_EXTENSIONS
+
+    return sorted(p for p in (root / under).rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS
+                  and "bad" not in p.relative_to(root).parts)
+
+
+RESULTS = Path(__file__).resolve().parent.parent / "bench" / "results" / "reliability.json"
+
+
+def record(section: str, figures: dict, force: bool = False) -> None:
+    """Merge `figures` into bench/results/reliability.json (slow tests always; others when
+    LIFT_SEARCH_RECORD=1, so that a default test run leaves the tree alone); always print them."""
+    print(json.dumps({section: figures}, indent=1, default=str))
+    if not (force or os.environ.get("LIFT_SEARCH_RECORD")):
+        return
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    old = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    RESULTS.write_text(json.dumps({**old, section: figures}, indent=1, default=str) + "\n")
+
+
+def snapshot(index: Path) -> dict:
+    """What an index holds, keyed so that two runs compare: (video path, start_s, end_s) -> vector, and
+    every check of its soundness (FAISS ids == database ids, no duplicates, no temp files, one model)."""
+    from sqlalchemy import select
+
+    from db import Clip, Failure, Video, open_db
+    from db.session import all_settings
+    from indexer.library import IndexDir
+    from indexer.store import VectorStore
+
+    idx = IndexDir(index)
+    sessions = open_db(idx.db)
+    try:
+        with sessions() as s:
+            settings = all_settings(s)
+            rows = s.execute(select(Clip.id, Video.path, Clip.start_s, Clip.end_s).join(Video)).all()
+            failures = sorted(s.scalars(select(Failure.path)))
+            videos = sorted(s.scalars(select(Video.path)))
+    finally:
+        sessions.kw["bind"].dispose()
+    store = VectorStore.load(idx.vectors, settings["dim"])
+    ids = store.ids()
+    problems = []
+    if len(ids) != len(set(ids.tolist())):
+        problems.append("duplicate ids in FAISS")
+    db_ids = {r[0] for r in rows}
+    if set(ids.tolist()) != db_ids:
+        problems.append(f"FAISS and database disagree: {len(db_ids - set(ids.tolist()))} missing vectors, "
+                        f"{len(set(ids.tolist()) - db_ids)} orphans")
+    if store.meta.get("lift_hash") != settings["lift"]["hash"]:
+        problems.append("vectors made by another LiFT than the index's")
+    temp = sorted(str(p.relative_to(idx.root)) for pattern in TEMP_PATTERNS for p in idx.root.glob(pattern))
+    if temp:
+        problems.append(f"temp files left: {temp}")
+    models = sorted(p.name for p in idx.models.iterdir())
+    if models != [settings["lift"]["hash"] + ".safetensors"]:
+        problems.append(f"models folder holds {models}")
+    keys = [(path, round(a, 6), round(b, 6)) for _, path, a, b in rows]
+    if len(set(keys)) != len(keys):
+        problems.append("duplicate clips in the database")
+    vectors = dict(zip(keys, store.vectors([r[0] for r in rows]))) if rows else {}
+    return {"vectors": vectors, "failures": failures, "videos": videos, "model": settings["lift"]["hash"],
+            "problems": problems, "clip_ids": sorted(db_ids)}
+
+
+def differences(ref: dict, got: dict, atol: float = 1e-5) -> list[str]:
+    import numpy as np
+
+    out = list(got["problems"])
+    if set(ref["vectors"]) != set(got["vectors"]):
+        out.append(f"clips differ: {len(set(ref['vectors']) - set(got['vectors']))} missing, "
+                   f"{len(set(got['vectors']) - set(ref['vectors']))} extra")
+    else:
+        worst = max((float(np.abs(ref["vectors"][k] - got["vectors"][k]).max()) for k in ref["vectors"]), default=0)
+        if worst > atol:
+            out.append(f"vectors differ by up to {worst:.2e}")
+    for key in ("failures", "videos", "model"):
+        if ref[key] != got[key]:
+            out.append(f"{key} differ: {ref[key]} != {got[key]}")
+    return out
