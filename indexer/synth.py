@@ -151,6 +151,13 @@ def variant_progress(scene: SceneParams, variant: int, fps: float = 12,
 
 # --- images -------------------------------------------------------------------------------------
 
+def clear_caches() -> None:
+    """Forget every cached image (sources, backgrounds, textures, sprites): rendering again must give the
+    same frames (tests/test_synth.py checks that nothing depends on the caches)."""
+    for cached in (_source, _background, _texture, _sprite):
+        cached.cache_clear()
+
+
 @lru_cache(maxsize=None)
 def _source(name: str) -> np.ndarray:
     """A background or patch source, float32 RGB in [0, 1]; only photos bundled with skimage."""

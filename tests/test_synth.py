@@ -251,8 +251,7 @@ def test_determinism(tmp_path) -> None:
     assert synth.make_scene("rotate", 1, seed=3) != synth.make_scene("rotate", 1, seed=4)
     scene = synth.make_scene("more_fewer", 1, seed=3)
     first = synth.render_clip("more_fewer", "more", scene, 1)
-    for cache in (synth._background, synth._texture, synth._sprite, synth._source):
-        cache.cache_clear()
+    synth.clear_caches()
     assert np.array_equal(first, synth.render_clip("more_fewer", "more", scene, 1))
     runs = [synth.render_library(tmp_path / str(i), 2, 2, ["open_close"], seed=5, progress=False) for i in (0, 1)]
     assert [dataclasses.replace(c, path="") for c in runs[0]] == [dataclasses.replace(c, path="") for c in runs[1]]
