@@ -21,12 +21,18 @@ BUSY_TIMEOUT_MS = 30_000
 FS_PREFIX = "\x1bfsbytes:"
 
 
+def bytes_form(path: str) -> str:
+    """How a file name that is not valid UTF-8 is stored: FS_PREFIX + its bytes percent-encoded. (For a
+    folder, the prefix that such names under it start with.)"""
+    return FS_PREFIX + quote(path.encode("utf-8", "surrogateescape"), safe="/ ")
+
+
 def _to_db(value):
     if isinstance(value, str) and not value.isascii():
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:
-            return FS_PREFIX + quote(value.encode("utf-8", "surrogateescape"), safe="/ ")
+            return bytes_form(value)
     return value
 
 

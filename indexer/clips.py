@@ -13,7 +13,7 @@ import numpy as np
 
 from lift.config import Sampling
 
-__all__ = ["Sampling", "VideoInfo", "ClipPlan", "plan_clips", "union_indices"]
+__all__ = ["Sampling", "VideoInfo", "ClipPlan", "plan_clips", "segment_plan", "union_indices"]
 
 _EPS = 1e-9  # tolerance for float time comparisons
 
@@ -82,6 +82,17 @@ def plan_clips(info: VideoInfo, sampling: Sampling) -> list[ClipPlan]:
         starts.append(duration - window)
     step = window / k
     return [ClipPlan(start, min(start + window, duration), _on_grid(start, k, step, fps, n)) for start in starts]
+
+
+def segment_plan(info: VideoInfo, frames_per_clip: int, start_s: float, end_s: float) -> ClipPlan:
+    """One clip over the segment [start_s, end_s) of a video (end clamped to its end): the frames shown at
+    the middles of its ``frames_per_clip`` equal parts, as a window of ``plan_clips`` samples them, so that a
+    segment equal to an indexed window gives that window's frames."""
+    end = min(end_s, info.duration_s)
+    step = max(end - start_s, 0.0) / frames_per_clip
+    frames = tuple(min(int((start_s + (j + 0.5) * step) * info.fps + 1e-6), info.n_frames - 1)
+                   for j in range(frames_per_clip))
+    return ClipPlan(start_s, end, frames)
 
 
 def union_indices(plans: Iterable[ClipPlan]) -> np.ndarray:

@@ -33,7 +33,7 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 
-from .clips import ClipPlan, Sampling, VideoInfo, plan_clips, union_indices
+from .clips import ClipPlan, Sampling, VideoInfo, plan_clips, segment_plan, union_indices
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +182,11 @@ def _read(reader, reopen, indices: np.ndarray) -> tuple[np.ndarray, int]:
     return np.stack(frames), bad
 
 
-def _stream(path: str, short_side: int, sampling: Sampling, max_pixels: int | None) -> Iterator:
+Segment = tuple[float, float] | None  # one clip over [start_s, end_s) of a video instead of plan_clips' clips
+
+
+def _stream(path: str, short_side: int, sampling: Sampling, max_pixels: int | None,
+            segment: Segment = None) -> Iterator:
     """The decoding protocol: a header Decoded (frames None; final if it has an error), then
     (frames, repaired) chunks in frame order until all frame_indices are sent, or an error str."""
     t0, info = time.monotonic(), None
@@ -190,7 +194,9 @@ def _stream(path: str, short_side: int, sampling: Sampling, max_pixels: int | No
         reader, info = _open(path, short_side)
         if info.n_frames <= 0 or not info.fps > 0:
             raise DecodeError("truncated or corrupt: no frames" if info.n_frames <= 0 else "no frame rate")
-        plans = plan_clips(info, sampling)
+        if segment is not None and segment[0] >= info.duration_s:
+            raise DecodeError(f"the segment starts at {segment[0]:g} s, after the video's end ({info.duration_s:.2f} s)")
+        plans = plan_clips(info, sampling) if segment is None else [segment_plan(info, sampling.frames_per_clip, *segment)]
         indices = union_indices(plans)
         out_w, out_h = _scaled(info.width, info.height, short_side)
         if max_pixels and len(indices) * out_w * out_h > max_pixels:
@@ -224,12 +230,12 @@ def _collect(messages: Iterator, t0: float) -> Decoded:
 
 
 def decode_one(path: str, short_side: int = 256, sampling: Sampling = Sampling(),
-               max_pixels: int | None = None) -> Decoded:
+               max_pixels: int | None = None, segment: Segment = None) -> Decoded:
     """Decode one video in this process (no crash isolation): for tests and debugging."""
     t0, path = time.monotonic(), os.fspath(path)
     if (reason := check_file(path)) is not None:
         return _failure(path, reason, t0)
-    return _collect(_stream(path, short_side, sampling, max_pixels), t0)
+    return _collect(_stream(path, short_side, sampling, max_pixels, segment), t0)
 
 
 # ---- worker processes ---------------------------------------------------------------------------
@@ -259,12 +265,13 @@ def _worker_main(conn, cfg: _Config) -> None:
     except ImportError:
         pass
     conn.send("ready")
-    while (path := conn.recv()) is not None:
+    while (task := conn.recv()) is not None:
+        path, segment = task
         if cfg.test_hooks and _TEST_CRASH in path:
             os.kill(os.getpid(), signal.SIGSEGV)
         if cfg.test_hooks and _TEST_HANG in path:
             time.sleep(1e6)
-        for msg in _stream(path, cfg.short_side, cfg.sampling, cfg.max_pixels):
+        for msg in _stream(path, cfg.short_side, cfg.sampling, cfg.max_pixels, segment):
             conn.send(msg)
 
 
@@ -323,6 +330,7 @@ class _Worker:
 @dataclass
 class _Task:
     path: str
+    segment: Segment = None
     out: queue.Queue = field(default_factory=queue.Queue)
     cancelled: bool = False
 
@@ -350,15 +358,16 @@ class DecodePool:
         for t in self._threads:
             t.start()
 
-    def imap(self, paths: Iterable[str]) -> Iterator[Decoded]:
-        """Decode ``paths``; yields their Decoded in input order."""
-        todo, pending = iter(paths), deque()
+    def imap(self, paths: Iterable[str], segments: Iterable[Segment] | None = None) -> Iterator[Decoded]:
+        """Decode ``paths`` (each as one clip over its segment (start_s, end_s), where ``segments`` gives
+        one); yields their Decoded in input order."""
+        todo, pending = zip(paths, segments) if segments is not None else ((p, None) for p in paths), deque()
 
         def submit() -> bool:
-            path = next(todo, None)
+            path, segment = next(todo, (None, None))
             if path is None:
                 return False
-            task = _Task(os.fspath(path))
+            task = _Task(os.fspath(path), segment)
             pending.append(task)
             if (reason := check_file(task.path)) is not None:
                 task.out.put(_failure(task.path, reason, time.monotonic()))
@@ -385,7 +394,7 @@ class DecodePool:
                     raise _Lost("skipped: the caller stopped or the pool closed")
                 self._ready(worker)
                 t0 = time.monotonic()  # Decoded.seconds leaves out the worker's start-up
-                result = _collect(self._relay(worker, task.path), t0)
+                result = _collect(self._relay(worker, task), t0)
                 worker.tasks += 1
                 if worker.tasks >= _MAX_TASKS_PER_WORKER:
                     worker.stop()
@@ -418,10 +427,10 @@ class DecodePool:
             if not worker.ready:
                 raise _Lost(f"decoder failed to start ({worker.death()})")
 
-    def _relay(self, worker: _Worker, path: str) -> Iterator:
-        """The worker's messages for ``path``; raises _Lost when it crashes or stalls."""
+    def _relay(self, worker: _Worker, task: _Task) -> Iterator:
+        """The worker's messages for the task's file; raises _Lost when it crashes or stalls."""
         try:
-            worker.conn.send(path)
+            worker.conn.send((task.path, task.segment))
         except OSError:
             raise _Lost(f"decoder crashed ({worker.death()})") from None
         while True:

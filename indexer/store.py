@@ -76,10 +76,14 @@ class VectorStore:
             return np.zeros((0, self.dim), np.float32)
         return np.stack([self.index.reconstruct(int(i)) for i in ids]).astype(np.float32)
 
-    def search(self, queries, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(Q, dim) -> scores (Q, k), ids (Q, k); id -1 where fewer than k vectors exist."""
+    def search(self, queries, k: int, allowed=None) -> tuple[np.ndarray, np.ndarray]:
+        """(Q, dim) -> scores (Q, k), ids (Q, k); id -1 where fewer than k vectors exist. ``allowed``: only
+        these ids may be returned (a FAISS ID selector: exact, whatever the share of the library)."""
         queries = np.ascontiguousarray(queries, dtype=np.float32)
-        return self.index.search(queries, min(k, max(len(self), 1)))
+        params = None
+        if allowed is not None:
+            params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(np.asarray(allowed, dtype=np.int64)))
+        return self.index.search(queries, min(k, max(len(self), 1)), params=params)
 
     # ---- file --------------------------------------------------------------------------------
     def save(self, path: str | Path) -> None:

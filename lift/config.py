@@ -21,6 +21,10 @@ DECODE_TIMEOUT_S = 120.0                 # a decoder silent this long on one fil
 DECODE_WORKERS = 2                       # decoder processes
 LIFT_SPECS = ("auto", "fit", "official")  # or a checkpoint path
 
+SEARCH_K = 10                            # results per query
+MOTION_WEIGHT = 0.5                      # score = (1 - w) cos(static) + w cos(motion): 0 looks the same ... 1 moves the same
+OVERLAP_MODES = ("distinct", "keep")     # distinct: windows of one video that overlap in time are one hit, the best
+
 SAMPLING_SCHEMES = ("grid",)  # "grid": the frames at the middles of the window's parts, on one time grid per video
 
 

@@ -14,7 +14,8 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from lift.config import DECODE_TIMEOUT_S, DEFAULT_BACKBONE, IndexOptions, Sampling, TrainConfig
+from lift.config import (DECODE_TIMEOUT_S, DEFAULT_BACKBONE, MOTION_WEIGHT, OVERLAP_MODES, SEARCH_K, IndexOptions,
+                         Sampling, TrainConfig)
 from lift.errors import IndexNotFoundError, LiftSearchError, UsageError
 
 log = logging.getLogger("lift-search")
@@ -102,10 +103,16 @@ def cmd_search(a) -> int:
 
     if (a.video is None) == (a.clip is None):
         raise UsageError("give either a VIDEO file or --clip ID")
+    if a.clip is not None and (a.start is not None or a.end is not None):
+        raise UsageError("--start/--end choose a segment of a query VIDEO; an indexed clip has its own span")
     engine = SearchEngine.open(a.index, device=a.device, backbone_weights=a.backbone_weights)
-    kw = dict(k=a.k, reverse=a.reverse, motion=a.motion)
-    hits = engine.search_clip(a.clip, **kw) if a.clip is not None else engine.search_video(a.video, **kw)
-    query = f"clip {a.clip}" if a.clip is not None else a.video
+    kw = dict(k=a.k, reverse=a.reverse, motion=a.motion, within=a.within, overlap=a.overlap)
+    if a.clip is not None:
+        hits, query = engine.search_clip(a.clip, **kw), f"clip {a.clip}"
+    else:
+        hits = engine.search_video(a.video, start_s=a.start, end_s=a.end, **kw)
+        span = f" [{a.start or 0:g} s, {'end' if a.end is None else f'{a.end:g} s'})" if a.start or a.end else ""
+        query = a.video + span
     _print_hits(f"{'opposite of' if a.reverse else 'like'} {query} (motion weight {a.motion}):", hits, a.json)
     return 0
 
@@ -289,9 +296,18 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("video", nargs="?", help="query video file")
     sp.add_argument("--clip", type=int, help="query by indexed clip id instead")
     sp.add_argument("--index", required=True)
-    sp.add_argument("-k", type=int, default=10)
+    sp.add_argument("--start", type=float, help="query a segment of VIDEO from this second (default: its start)")
+    sp.add_argument("--end", type=float, help="... to this second (default: its end); a VIDEO longer than the "
+                                             "index's single-clip limit needs a segment")
+    sp.add_argument("-k", type=int, default=SEARCH_K, help="how many hits (default %(default)s)")
     sp.add_argument("--reverse", action="store_true", help="find the temporally opposite action")
-    sp.add_argument("--motion", type=float, default=0.5, help="0: looks the same ... 1: moves the same")
+    sp.add_argument("--motion", type=float, default=MOTION_WEIGHT,
+                    help="0: looks the same ... 1: moves the same (default %(default)s)")
+    sp.add_argument("--within", action="append", metavar="DIR",
+                    help="only clips of videos under this folder (repeatable: under any of them)")
+    sp.add_argument("--overlap", choices=OVERLAP_MODES, default=OVERLAP_MODES[0],
+                    help="distinct (default): windows of one video that overlap in time are one hit, the best; "
+                         "keep: show every window")
     sp.add_argument("--device", default="cpu")
     sp.add_argument("--backbone-weights", help="the index's backbone weights file, if it moved since indexing")
     sp.add_argument("--json", action="store_true")

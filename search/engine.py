@@ -8,12 +8,14 @@ with the minus sign for a reverse ("opposite action") query. Both parts are retu
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.exc import OperationalError
 
 from db import Clip as ClipRow
@@ -22,11 +24,13 @@ from indexer.library import IndexDir, VideoFeatures
 from indexer.lock import IndexLock, IndexLocked
 from indexer.reconcile import disagreement, reconcile
 from indexer.store import VectorStore
-from lift.config import DECODE_TIMEOUT_S, Sampling
+from db.session import bytes_form
+from lift.config import DECODE_TIMEOUT_S, MOTION_WEIGHT, OVERLAP_MODES, SEARCH_K, Sampling
 from lift.errors import CheckpointError, EmptyIndexError, IndexNotFoundError, LiftSearchError
 from lift.files import SAFETENSORS_META_KEY, safetensors_metadata
 
 log = logging.getLogger(__name__)
+_EPS = 1e-6  # seconds: windows that only touch do not overlap
 
 
 class SearchError(LiftSearchError, ValueError):
@@ -152,34 +156,74 @@ class SearchEngine:
         return Sampling(**self.settings["sampling"])
 
     # ---- search -----------------------------------------------------------------------------
-    def search_clip(self, clip_id: int, k: int = 10, reverse: bool = False, motion: float = 0.5) -> list[Hit]:
-        self.clip(clip_id)  # raises for an unknown id
+    def search_clip(self, clip_id: int, k: int = SEARCH_K, reverse: bool = False, motion: float = MOTION_WEIGHT,
+                    within: Sequence[str | Path] | None = None, overlap: str = "distinct") -> list[Hit]:
+        """Clips like an indexed clip (itself excluded; with overlap="distinct", so are the windows of its
+        own video that overlap it: they show the same moment)."""
+        query = self.clip(clip_id)  # raises for an unknown id
         vec = self.store.vectors([int(clip_id)])[0]
-        return self._search(vec, k, reverse, motion, exclude=int(clip_id))
+        return self._search(vec, k, reverse, motion, within, overlap, query=query)
 
-    def search_video(self, path: str | Path, k: int = 10, reverse: bool = False, motion: float = 0.5) -> list[Hit]:
-        return self._search(self.describe_video(path), k, reverse, motion, exclude=None)
+    def search_video(self, path: str | Path, k: int = SEARCH_K, reverse: bool = False,
+                     motion: float = MOTION_WEIGHT, within: Sequence[str | Path] | None = None,
+                     overlap: str = "distinct", start_s: float | None = None, end_s: float | None = None) -> list[Hit]:
+        """Clips like a video file, or like its segment [start_s, end_s) (seconds; either may be left out)."""
+        return self._search(self.describe_video(path, start_s, end_s), k, reverse, motion, within, overlap)
 
-    def describe_video(self, path: str | Path) -> np.ndarray:
-        """Embed a video file with the index's own backbone and LiFT: one clip over the whole file."""
-        seq = self.video_sequence(path)
+    def search_features(self, seq: np.ndarray, k: int = SEARCH_K, reverse: bool = False,
+                        motion: float = MOTION_WEIGHT, within: Sequence[str | Path] | None = None,
+                        overlap: str = "distinct") -> list[Hit]:
+        """`search_video` from a query's per-frame features (T, D) (see `video_features`), without decoding
+        the file again."""
+        vec = self.model.describe(np.asarray(seq, dtype=np.float32)[None])[0].cpu().numpy()
+        return self._search(vec, k, reverse, motion, within, overlap)
+
+    def describe_video(self, path: str | Path, start_s: float | None = None, end_s: float | None = None) -> np.ndarray:
+        """Embed a video file (or its segment) with the index's own backbone and LiFT, as one clip."""
+        seq = self.video_sequence(path, start_s, end_s)
         return self.model.describe(seq[None].to(self.model.feature_mean.device))[0].cpu().numpy()
 
-    def video_sequence(self, path: str | Path):
+    def video_sequence(self, path: str | Path, start_s: float | None = None, end_s: float | None = None):
+        """The (T, D) backbone features of a query: the whole file, sampled as the index samples a video of
+        up to max_single_s seconds (a longer one is refused: pick a segment), or its segment [start_s, end_s),
+        sampled as the index samples a window (so a segment that is an indexed window gives its frames)."""
         import torch
 
         from indexer.decode import DecodePool
 
+        segment = None
+        if start_s is not None or end_s is not None:
+            start, end = float(start_s or 0.0), float("inf") if end_s is None else float(end_s)
+            if not (start >= 0 and end > start):
+                raise SearchError(f"a segment needs 0 <= start < end (seconds), got start {start_s}, end {end_s}")
+            segment = (start, end)
         backbone = self.backbone()
-        whole = replace(self.sampling, max_single_s=float("inf"))
+        whole = replace(self.sampling, max_single_s=float("inf"))  # a whole file: one clip (16 frames)
         with DecodePool(workers=1, timeout_s=DECODE_TIMEOUT_S, short_side=backbone.preprocess.resize,
                         sampling=whole) as pool:
-            decoded = next(pool.imap([str(path)]))
+            decoded = next(pool.imap([str(path)], segments=[segment]))
         if decoded.error or not decoded.plans:
             raise SearchError(f"cannot use {path} as a query: {decoded.error or 'no frames'}")
+        if segment is None and decoded.info.duration_s > self.sampling.max_single_s + 1e-9:
+            raise SearchError(
+                f"{path} is {decoded.info.duration_s:.1f} s long: 16 frames spread over all of it would describe "
+                f"no moment (the index cuts videos longer than {self.sampling.max_single_s:g} s into "
+                f"{self.sampling.window_s:g} s windows). Choose a segment of it: --start/--end seconds on the "
+                f"command line, start_s/end_s in the API.")
         feats = backbone.encode_frames(decoded.frames)
         pos = {int(f): i for i, f in enumerate(decoded.frame_indices)}
         return torch.as_tensor(feats[[pos[f] for f in decoded.plans[0].frame_indices]])  # (T, D)
+
+    def video_info(self, path: str | Path):
+        """A video file's stream facts (indexer.clips.VideoInfo: frames, fps, size, duration_s), read by a
+        decoder worker (a hostile file cannot take this process down)."""
+        from indexer.decode import DecodePool
+
+        with DecodePool(workers=1, timeout_s=DECODE_TIMEOUT_S, short_side=16, sampling=self.sampling) as pool:
+            decoded = next(pool.imap([str(path)], segments=[(0.0, 0.0)]))  # one frame decoded
+        if decoded.error or decoded.info is None:
+            raise SearchError(f"cannot use {path} as a query: {decoded.error or 'no frames'}")
+        return decoded.info
 
     def backbone(self):
         """The backbone that made the index's features, rebuilt from its record (name, weights digest and
@@ -197,18 +241,54 @@ class SearchEngine:
             self._backbone = backbone_from_record(record, device=self.device, weights=self.backbone_weights)
         return self._backbone
 
-    def _search(self, vec: np.ndarray, k: int, reverse: bool, motion: float, exclude: int | None) -> list[Hit]:
+    def within_ids(self, folders: Sequence[str | Path]) -> np.ndarray:
+        """The served clip ids of the videos under any of ``folders`` (at any depth)."""
+        conditions = []
+        for folder in folders:
+            prefix = os.path.join(os.path.normpath(os.path.abspath(os.fspath(folder))), "")
+            conditions.append(Video.path.startswith(prefix, autoescape=True))
+            conditions.append(Video.path.startswith(bytes_form(prefix), autoescape=True))  # non-UTF-8 names
+        with self.sessions() as s:
+            ids = np.fromiter(s.scalars(select(ClipRow.id).join(Video).where(or_(*conditions))), np.int64)
+        ids = ids[~np.isin(ids, np.fromiter(self._hidden, np.int64, len(self._hidden)))]
+        if not len(ids):
+            raise SearchError("no indexed clip lies under " + ", ".join(str(f) for f in folders))
+        return ids
+
+    def _search(self, vec: np.ndarray, k: int, reverse: bool, motion: float, within, overlap: str,
+                query: Clip | None = None) -> list[Hit]:
+        """The best k hits for descriptor ``vec``: exact scores, the query clip excluded, only clips under
+        ``within``; with overlap="distinct", no two hits (nor a hit and the query clip) overlap in time in
+        one video: each such group is its best window. Candidates are fetched in growing rounds until k
+        distinct hits are found or the candidates run out."""
         if not 0.0 <= motion <= 1.0:
             raise SearchError(f"motion weight must be within [0, 1], got {motion}")
         if k < 1:
             raise SearchError(f"k must be at least 1, got {k}")
+        if overlap not in OVERLAP_MODES:
+            raise SearchError(f"overlap must be one of {', '.join(OVERLAP_MODES)}, got {overlap!r}")
         d = self.dim // 2
         m, dyn = vec[:d], (-vec[d:] if reverse else vec[d:])
-        query = np.concatenate([(1 - motion) * m, motion * dyn])[None].astype(np.float32)
-        _, ids = self.store.search(query, k + 1 + len(self._hidden))
-        ids = [int(i) for i in ids[0] if i >= 0 and i != exclude and i not in self._hidden][:k]
+        weighted = np.concatenate([(1 - motion) * m, motion * dyn])[None].astype(np.float32)
+        allowed = self.within_ids(within) if within else None
+        available = len(allowed) if allowed is not None else len(self.store)
+        n = k + 1 + len(self._hidden)
+        while True:
+            _, found = self.store.search(weighted, n, allowed)
+            ids = [int(i) for i in found[0] if i >= 0 and i not in self._hidden and (query is None or i != query.clip_id)]
+            hits = self._hits(ids, m, dyn, motion)
+            if overlap == "distinct":
+                hits = distinct_moments(hits, query)
+            if len(hits) >= k or n >= available:
+                break
+            n *= 4
+        return [replace(h, rank=r + 1) for r, h in enumerate(hits[:k])]
+
+    def _hits(self, ids: list[int], m: np.ndarray, dyn: np.ndarray, motion: float) -> list[Hit]:
+        """Hits for ``ids``, scored exactly from the stored vectors, best first."""
         if not ids:
             return []
+        d = self.dim // 2
         stored = self.store.vectors(ids)                       # (n, 2d)
         static, dynamic = stored[:, :d] @ m, stored[:, d:] @ dyn
         with self.sessions() as s:
@@ -217,7 +297,8 @@ class SearchEngine:
                         float((1 - motion) * st + motion * dy), float(st), float(dy))
                     for i, st, dy in zip(ids, static, dynamic) if i in rows]
         hits.sort(key=lambda h: -h.score)
-        return [replace(h, rank=r + 1) for r, h in enumerate(hits)]
+        return hits
+
 
     # ---- for explanations and the UI -------------------------------------------------------
     def clip_features(self, clip_id: int) -> tuple[np.ndarray, np.ndarray]:
@@ -265,15 +346,24 @@ class SearchEngine:
                 "disk_bytes": disk}
 
     # ---- an uploaded query: decoded once, then searched and explained from its features --------
-    def video_features(self, path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-        """(per-frame features (T, D), LiFT's straight-line reconstruction (T, D)) of a video file used
-        as one clip, as `clip_features` gives them for an indexed clip."""
-        seq = self.video_sequence(path)
+    def video_features(self, path: str | Path, start_s: float | None = None,
+                       end_s: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(per-frame features (T, D), LiFT's straight-line reconstruction (T, D)) of a video file (or its
+        segment) used as one clip, as `clip_features` gives them for an indexed clip."""
+        seq = self.video_sequence(path, start_s, end_s)
         return seq.cpu().numpy(), self.model.reconstruct(seq[None])[0].cpu().numpy()
 
-    def search_features(self, seq: np.ndarray, k: int = 10, reverse: bool = False,
-                        motion: float = 0.5) -> list[Hit]:
-        """`search_video` from a query's per-frame features (T, D) (see `video_features`), without decoding
-        the file again."""
-        vec = self.model.describe(np.asarray(seq, dtype=np.float32)[None])[0].cpu().numpy()
-        return self._search(vec, k, reverse, motion, exclude=None)
+
+def distinct_moments(hits: list[Hit], query: Clip | None = None) -> list[Hit]:
+    """``hits`` (best first) without those that overlap in time, in the same video, a better hit or the
+    query clip: each moment of a video is shown once, by its best window."""
+    taken: dict[str, list[tuple[float, float]]] = {}
+    if query is not None:
+        taken[query.video_path] = [(query.start_s, query.end_s)]
+    out = []
+    for h in hits:
+        spans = taken.setdefault(h.video_path, [])
+        if all(h.end_s <= a + _EPS or h.start_s >= b - _EPS for a, b in spans):
+            spans.append((h.start_s, h.end_s))
+            out.append(h)
+    return out

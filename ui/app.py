@@ -18,6 +18,7 @@ if __package__ in (None, ""):  # run as a script by `streamlit run ui/app.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from lift.errors import LiftSearchError  # noqa: E402
+from lift.config import MOTION_WEIGHT  # noqa: E402
 from search import SearchEngine, SearchError  # noqa: E402
 from search.explain import Trajectory, clip_trajectory, compare, project  # noqa: E402
 from ui import helpers as h  # noqa: E402
@@ -69,6 +70,14 @@ def trajectory(index: str, clip_id: int, label: str) -> Trajectory:
 
 def roots(engine: SearchEngine) -> list[str]:
     return list(engine.settings.get("roots") or [])
+
+
+@st.cache_resource(show_spinner=False)
+def search_folders(index: str) -> dict[str, str]:
+    """The folders holding indexed videos: {name shown (under its indexed folder): absolute path}."""
+    rts = roots(get_engine(index))
+    return {h.folder_of(c.video_path, rts): str(Path(c.video_path).parent) for c in sorted(all_clips(index),
+                                                                                          key=lambda c: c.video_path)}
 
 
 def clip_label(engine: SearchEngine, clip) -> str:
@@ -197,10 +206,19 @@ def search_ui(engine: SearchEngine, index: str) -> None:
                                   persist_state="session")
     c1, c2, c3 = st.columns([1, 3, 2])
     k = c1.number_input("Results (k)", 1, 60, 9, key="k", persist_state="session")
-    motion = c2.slider("Appearance ↔ motion", 0.0, 1.0, 0.5, 0.05, key="motion", persist_state="session",
+    motion = c2.slider("Appearance ↔ motion", 0.0, 1.0, MOTION_WEIGHT, 0.05, key="motion", persist_state="session",
                        help="0: results look like the query; 1: results move like it")
     opposite = c3.toggle("Opposite action", key="opposite", persist_state="session",
                          help="Find clips where the same thing happens in reverse (left ↔ right, open ↔ close)")
+    f1, f2 = st.columns([4, 2])
+    folders = search_folders(index)
+    chosen = f1.multiselect("Only in folders", list(folders), key="within", persist_state="session",
+                            placeholder="All indexed folders")
+    keep = f2.toggle("Every window", key="keep_windows", persist_state="session",
+                     help="Show overlapping windows of one video as separate results (off: each moment once, "
+                          "by its best window)")
+    opts = dict(k=int(k), reverse=opposite, motion=motion, within=[folders[f] for f in chosen] or None,
+                overlap="keep" if keep else "distinct")
     query = None
     if source == "Upload a video":
         query = upload_query(engine)
@@ -212,9 +230,8 @@ def search_ui(engine: SearchEngine, index: str) -> None:
         st.info("Choose a query clip, or upload a video, to search the library.")
         return
     try:
-        hits = (engine.search_clip(query[1], k=int(k), reverse=opposite, motion=motion) if query[0] == "clip"
-                else engine.search_features(st.session_state.upload["features"], k=int(k), reverse=opposite,
-                                            motion=motion))
+        hits = (engine.search_clip(query[1], **opts) if query[0] == "clip"
+                else engine.search_features(st.session_state.upload["features"], **opts))
     except SearchError as e:
         st.error(str(e))
         return
@@ -245,21 +262,51 @@ def upload_query(engine: SearchEngine):
         st.session_state.pop("upload", None)
         return None
     held = st.session_state.get("upload")
-    if held is None or held["file_id"] != up.file_id:
-        try:
+    try:
+        if held is None or held["file_id"] != up.file_id:
             suffix = h.check_upload(up.name, up.size, max_mb * 2**20)
-            with st.spinner("Reading the video…"), h.private_copy(up.getvalue(), suffix) as tmp:
-                try:
-                    feats, recon = engine.video_features(tmp)
-                except SearchError as e:  # its message names the temp file: name the upload instead
-                    raise h.InputError(str(e).replace(str(tmp), h.quote(up.name))) from None
-        except h.InputError as e:
-            st.session_state.pop("upload", None)
-            st.error(str(e))
-            return None
-        held = {"file_id": up.file_id, "name": up.name, "type": suffix, "features": feats, "reconstruction": recon}
-        st.session_state.upload = held
-    return ("upload", held["file_id"])
+            with st.spinner("Reading the video…"):
+                info = upload_call(engine.video_info, up, suffix)
+            held = {"file_id": up.file_id, "name": up.name, "type": suffix, "duration": info.duration_s,
+                    "segment": None, "features": None}
+            st.session_state.upload = held
+        segment = segment_slider(engine, held)
+        if held["features"] is None or held["segment"] != segment:
+            with st.spinner("Embedding the query…"):
+                start, end = segment or (None, None)
+                held["features"], held["reconstruction"] = upload_call(engine.video_features, up, held["type"],
+                                                                       start, end)
+            held["segment"] = segment
+    except h.InputError as e:
+        st.session_state.pop("upload", None)
+        st.error(str(e))
+        return None
+    return ("upload", held["file_id"], held["segment"])
+
+
+def upload_call(fn, up, suffix: str, *args):
+    """fn(private copy of the upload, *args); an error names the upload, never the temp file."""
+    with h.private_copy(up.getvalue(), suffix) as tmp:
+        try:
+            return fn(tmp, *args)
+        except SearchError as e:
+            raise h.InputError(str(e).replace(str(tmp), h.quote(up.name))) from None
+
+
+def segment_slider(engine: SearchEngine, held: dict) -> tuple[float, float] | None:
+    """The part of the uploaded video to search with: all of it if it is one clip long (unless a segment is
+    asked for), else a range of the slider (first window by default)."""
+    duration, sampling = held["duration"], engine.sampling
+    long = duration > sampling.max_single_s
+    if not long and not st.toggle("Search with a segment", key="use_segment",
+                                  help="Search with a part of the video instead of all of it"):
+        return None
+    if long:
+        st.caption(f"The video is {duration:.1f} s long: choose the moment to search with (the index cuts long "
+                   f"videos into {sampling.window_s:g} s windows).")
+    start, end = st.slider("Segment (s)", 0.0, round(duration, 1), (0.0, round(min(duration, sampling.window_s), 1)),
+                           step=0.1, format="%.1f", key=f"segment_{held['file_id']}")
+    return (start, end) if end > start else (start, min(start + 0.1, duration))
 
 
 def show_query(engine: SearchEngine, index: str, query) -> None:
@@ -276,7 +323,8 @@ def show_query(engine: SearchEngine, index: str, query) -> None:
             fmt = {".webm": "video/webm", ".mov": "video/quicktime", ".mkv": "video/x-matroska",
                    ".avi": "video/x-msvideo"}.get(held["type"], "video/mp4")
             st.video(up.getvalue(), format=fmt)
-        st.caption(f"uploaded {h.quote(held['name'])} · {len(held['features'])} frames")
+        span = f" · {h.seconds(*held['segment'])}" if held.get("segment") else ""
+        st.caption(f"uploaded {h.quote(held['name'])}{span} · {len(held['features'])} frames")
 
 
 def player(engine: SearchEngine, index: str, clip_id: int, start_s: float) -> None:
