@@ -28,6 +28,10 @@ class Video(Base):
     width: Mapped[int] = mapped_column(Integer)
     height: Mapped[int] = mapped_column(Integer)
     features: Mapped[str] = mapped_column(String)  # cache file, relative to the index directory
+    # how its frames were read (indexer.decode.READ_MODES): "seek", or "sequential" for a file whose
+    # seeks land on wrong frames; NULL: indexed before this was recorded. Deferred, so that a database
+    # made before the column existed still reads (writers add missing columns, see db.session)
+    read_mode: Mapped[str | None] = mapped_column(String, nullable=True, deferred=True)
     indexed_at: Mapped[datetime] = mapped_column(default=utcnow)
     clips: Mapped[list["Clip"]] = relationship(back_populates="video", cascade="all, delete-orphan",
                                                order_by="Clip.start_s")

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from urllib.parse import quote, unquote_to_bytes
 
-from sqlalchemy import create_engine, delete, event, select
+from sqlalchemy import create_engine, delete, event, select, text
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
@@ -93,6 +93,7 @@ def open_db(path: str | Path, write: bool = False) -> sessionmaker[Session]:
 
     if write or memory:
         Base.metadata.create_all(engine)
+        _add_missing_columns(engine)
     return sessionmaker(engine, expire_on_commit=False)
 
 
@@ -103,6 +104,26 @@ def delete_videos(session: Session, video_ids) -> None:
     ids = [int(i) for i in video_ids]
     session.execute(delete(Clip).where(Clip.video_id.in_(ids)))
     session.execute(delete(Video).where(Video.id.in_(ids)))
+
+
+def _add_missing_columns(engine) -> None:
+    """Add the columns that the schema gained since the database was made (nullable ones only: old rows
+    read NULL, "unknown"). SQLite's ADD COLUMN changes only the schema, so it is instant at any size."""
+    with engine.begin() as conn:
+        for table in Base.metadata.sorted_tables:
+            have = {row[1] for row in conn.exec_driver_sql(f'PRAGMA table_info("{table.name}")')}
+            for col in table.columns:
+                if col.name not in have:
+                    if not col.nullable:
+                        raise RuntimeError(f"cannot add the non-nullable column {table.name}.{col.name} "
+                                           f"to an old database")
+                    conn.exec_driver_sql(f'ALTER TABLE "{table.name}" ADD COLUMN "{col.name}" '
+                                         f'{col.type.compile(engine.dialect)}')
+
+
+def has_column(session: Session, table: str, column: str) -> bool:
+    """Whether the database has ``table.column`` (a reader may open a database made before it existed)."""
+    return any(row[1] == column for row in session.execute(text(f'PRAGMA table_info("{table}")')))
 
 
 def get_setting(session: Session, key: str, default=None):

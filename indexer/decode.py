@@ -12,6 +12,13 @@ stays small; the parent assembles the whole video. A video needing more than ``m
 decoded pixels (default 2**29: 1.5 GiB of RGB, ~9.6 min of 16:9 video at 256 px and the default
 4 s / 2 s sampling, ~12.8 min of 4:3) fails with a clear reason instead of exhausting memory;
 with up to ``2 * workers`` videos in flight, that bounds the pool's memory.
+
+Order: decord finds a frame by seeking to the keyframe before it and counting frames from there, using
+the frames' presentation timestamps. Files without them (AVIs of MPEG-4 ASP that may hold B-frames:
+XviD/DivX, as in UCF101 and HMDB51; opencv-doc's Megamind.avi) make it land on other frames, silently.
+So each file is read one of two ways (``Decoded.read_mode``): "seek" (decord's random access) when its
+frames have distinct timestamps and a first seek lands where reading in order does, else "sequential":
+every frame decoded in order, the sampled ones kept (see :func:`_choose_mode`).
 """
 from __future__ import annotations
 
@@ -38,6 +45,8 @@ from .clips import ClipPlan, Sampling, VideoInfo, plan_clips, segment_plan, unio
 log = logging.getLogger(__name__)
 
 CHUNK_FRAMES = 512  # frames per get_batch call and per pipe message
+FLUSH_S = 1.0  # a sequential read sends the frames it has at least this often (the timeout is per message)
+READ_MODES = ("seek", "sequential")
 DEFAULT_MAX_PIXELS = 1 << 29  # decoded pixels per video (n_frames * h * w)
 MAX_SOURCE_PIXELS = 7680 * 4320  # refuse sources beyond 8K UHD
 _STARTUP_TIMEOUT_S = 120.0  # a fresh worker must import decord and cv2 within this
@@ -59,7 +68,8 @@ class Decoded:
     frames: np.ndarray | None  # (n, h, w, 3) uint8 RGB, shorter side == short_side
     error: str | None  # human-readable reason on failure, None on success
     seconds: float  # decode wall time
-    repaired: int = 0  # undecodable frames replaced by their nearest decodable neighbour
+    repaired: int = 0  # undecodable frames replaced by a decodable neighbour
+    read_mode: str | None = None  # "seek" or "sequential" (READ_MODES); None when nothing was read
 
     def clip_frames(self, plan: ClipPlan) -> np.ndarray:
         """The (frames_per_clip, h, w, 3) frames of one of ``plans``."""
@@ -182,13 +192,91 @@ def _read(reader, reopen, indices: np.ndarray) -> tuple[np.ndarray, int]:
     return np.stack(frames), bad
 
 
+def _read_in_order(reader, indices: np.ndarray, pos: int = 0) -> Iterator[tuple[np.ndarray, int]]:
+    """Decode every frame from ``pos`` (the reader's position) to ``indices[-1]`` in order, keeping those
+    at ``indices`` (sorted, unique, >= pos); yields (frames, number replaced) chunks of at most
+    CHUNK_FRAMES, at least every FLUSH_S. A frame the decoder fails on, or one past the stream's real
+    end, is replaced by the last good frame before it (by the first good one when none came before)."""
+    kept: list[np.ndarray] = []
+    repaired, bad, waiting, last, ended, sent = 0, 0, 0, None, False, time.monotonic()
+    for i in indices:
+        frame = None
+        while not ended and pos <= i:
+            try:
+                frame = reader.next()
+            except StopIteration:  # fewer frames than the container announced
+                ended, frame = True, None
+            except Exception as e:  # this frame cannot be decoded; the next may be
+                log.debug("frame %d: %s", pos, str(e).strip().splitlines()[-1:])
+                frame = None
+            pos += 1
+        if frame is not None:
+            last = _rgb(frame.asnumpy())
+            kept += [last] * (waiting + 1)  # those missing before the first good frame get it
+            repaired, waiting = repaired + waiting, 0
+        elif last is None:
+            waiting, bad = waiting + 1, bad + 1
+        else:
+            kept.append(last)
+            repaired, bad = repaired + 1, bad + 1
+        if bad * 2 > len(indices):
+            raise DecodeError(f"truncated or corrupt: {bad} of {len(indices)} sampled frames could not be decoded")
+        if len(kept) >= CHUNK_FRAMES or (kept and time.monotonic() - sent >= FLUSH_S):
+            yield np.stack(kept[:CHUNK_FRAMES]), repaired
+            kept, repaired, sent = kept[CHUNK_FRAMES:], 0, time.monotonic()
+    if waiting:
+        raise DecodeError("truncated or corrupt: no sampled frame could be decoded")
+    while kept:
+        yield np.stack(kept[:CHUNK_FRAMES]), repaired
+        kept, repaired = kept[CHUNK_FRAMES:], 0
+
+
+def _timestamps_usable(reader) -> bool:
+    """Whether every frame has a timestamp of its own: decord's seeks find frames by them. Where the
+    container has none (an AVI of MPEG-4 with possible B-frames) decord reports one huge negative value."""
+    ts = reader.get_frame_timestamp(np.arange(len(reader)))[:, 0]  # start times in s, sorted
+    return bool(np.isfinite(ts).all() and (np.diff(ts) > 0).all() and ts[0] > -1e6)
+
+
+def _choose_mode(reader, reopen, indices: np.ndarray):
+    """How to read a file: ("seek" or "sequential", the reader to go on with, the frames read while
+    deciding as a first chunk, or None).
+
+    "sequential" if the frames lack usable timestamps. Otherwise one seek is checked: the first sampled
+    frame that needs one (the first at or past the second keyframe, within the first chunk) is reached
+    by reading in order (the sampled frames before it lie before that keyframe: decord reads them without
+    seeking), then read again by seeking back to it. A different frame (or a failure) means this file's
+    seeks cannot be trusted: it is then read in order from the start, on a fresh reader. The check costs
+    one seek; a file whose first chunk needs none is not checked.
+    """
+    if not _timestamps_usable(reader):
+        return "sequential", reader, None
+    keys = [k for k in reader.get_key_indices() if k > 0]
+    head = indices[:CHUNK_FRAMES]
+    if not keys or head[-1] < keys[0]:
+        return "seek", reader, None
+    head = head[:np.searchsorted(head, keys[0]) + 1]  # up to the first frame at or past that keyframe
+    before, t = head[:-1], int(head[-1])
+    try:
+        frames = _rgb(reader.get_batch(before.tolist()).asnumpy()) if len(before) else None
+        ((last, _),) = _read_in_order(reader, head[-1:], pos=int(before[-1]) + 1 if len(before) else 0)
+        again = _rgb(reader.get_batch([t]).asnumpy())
+    except Exception as e:  # (_read_in_order raises if frame t cannot be decoded)
+        log.debug("checking a seek to frame %d: %s", t, str(e).strip().splitlines()[-1:])
+    else:
+        if np.array_equal(again, last):
+            return "seek", reader, (last if frames is None else np.concatenate([frames, last]), 0)
+    return "sequential", reopen(), None
+
+
 Segment = tuple[float, float] | None  # one clip over [start_s, end_s) of a video instead of plan_clips' clips
 
 
 def _stream(path: str, short_side: int, sampling: Sampling, max_pixels: int | None,
-            segment: Segment = None) -> Iterator:
+            segment: Segment = None, read_mode: str | None = None) -> Iterator:
     """The decoding protocol: a header Decoded (frames None; final if it has an error), then
-    (frames, repaired) chunks in frame order until all frame_indices are sent, or an error str."""
+    (frames, repaired) chunks in frame order until all frame_indices are sent, or an error str.
+    ``read_mode`` None decides per file (:func:`_choose_mode`); "seek" or "sequential" forces one."""
     t0, info = time.monotonic(), None
     try:
         reader, info = _open(path, short_side)
@@ -201,13 +289,24 @@ def _stream(path: str, short_side: int, sampling: Sampling, max_pixels: int | No
         out_w, out_h = _scaled(info.width, info.height, short_side)
         if max_pixels and len(indices) * out_w * out_h > max_pixels:
             raise DecodeError(f"too long: {len(indices)} frames of {out_w}x{out_h} exceed max_pixels={max_pixels}")
+        reopen = lambda: _open(path, short_side)[0]  # noqa: E731
+        first = None
+        if read_mode is None:
+            read_mode, reader, first = _choose_mode(reader, reopen, indices)
     except Exception as e:
         yield _failure(path, _reason(e), t0, info)
         return
-    yield Decoded(path, info, plans, indices, None, None, time.monotonic() - t0)
+    yield Decoded(path, info, plans, indices, None, None, time.monotonic() - t0, read_mode=read_mode)
     try:
-        for start in range(0, len(indices), CHUNK_FRAMES):
-            yield _read(reader, lambda: _open(path, short_side)[0], indices[start:start + CHUNK_FRAMES])
+        done = 0
+        if first is not None:
+            yield first
+            done = len(first[0])
+        if read_mode == "sequential":
+            yield from _read_in_order(reader, indices)
+        else:
+            for start in range(done, len(indices), CHUNK_FRAMES):
+                yield _read(reader, reopen, indices[start:start + CHUNK_FRAMES])
     except Exception as e:
         yield _reason(e)
 
@@ -230,12 +329,16 @@ def _collect(messages: Iterator, t0: float) -> Decoded:
 
 
 def decode_one(path: str, short_side: int = 256, sampling: Sampling = Sampling(),
-               max_pixels: int | None = None, segment: Segment = None) -> Decoded:
-    """Decode one video in this process (no crash isolation): for tests and debugging."""
+               max_pixels: int | None = None, segment: Segment = None,
+               read_mode: str | None = None) -> Decoded:
+    """Decode one video in this process (no crash isolation): for tests, benchmarks and debugging.
+    ``read_mode`` "seek" or "sequential" forces a way of reading (None: decided per file, as the pool does)."""
+    if read_mode not in (None, *READ_MODES):
+        raise ValueError(f"read_mode must be one of {READ_MODES} or None, got {read_mode!r}")
     t0, path = time.monotonic(), os.fspath(path)
     if (reason := check_file(path)) is not None:
         return _failure(path, reason, t0)
-    return _collect(_stream(path, short_side, sampling, max_pixels, segment), t0)
+    return _collect(_stream(path, short_side, sampling, max_pixels, segment, read_mode), t0)
 
 
 # ---- worker processes ---------------------------------------------------------------------------

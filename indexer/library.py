@@ -47,6 +47,7 @@ class VideoFeatures:
     frame_indices: np.ndarray  # (n,) sorted unique frame numbers
     feats: np.ndarray          # (n, D) float32 backbone features of those frames
     thumbs: np.ndarray         # (n_clips, h, w, 3) uint8: each clip's middle frame
+    read_mode: str | None = None  # how the frames were read (indexer.decode.READ_MODES); None: not recorded
 
     def clip_sequences(self) -> np.ndarray:
         """(n_clips, T, D): each clip's frames, gathered from the cached per-frame features."""
@@ -56,7 +57,8 @@ class VideoFeatures:
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        meta = json.dumps({"info": asdict(self.info), "plans": [asdict(p) for p in self.plans]})
+        meta = json.dumps({"info": asdict(self.info), "plans": [asdict(p) for p in self.plans],
+                           "read_mode": self.read_mode})
         with atomic_write(path) as f:
             np.savez(f, frame_indices=self.frame_indices, feats=self.feats.astype(np.float32),
                      thumbs=self.thumbs, meta=np.frombuffer(meta.encode(), np.uint8))
@@ -66,4 +68,5 @@ class VideoFeatures:
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(z["meta"].tobytes())
             plans = [ClipPlan(p["start_s"], p["end_s"], tuple(p["frame_indices"])) for p in meta["plans"]]
-            return cls(VideoInfo(**meta["info"]), plans, z["frame_indices"], z["feats"], z["thumbs"])
+            return cls(VideoInfo(**meta["info"]), plans, z["frame_indices"], z["feats"], z["thumbs"],
+                       meta.get("read_mode"))

@@ -73,6 +73,7 @@ class IndexReport:
     videos_total: int = 0
     clips_total: int = 0
     repaired: dict = field(default_factory=dict)
+    read_modes: dict = field(default_factory=dict)   # videos decoded by this run: {"seek": n, "sequential": m}
     lift: dict = field(default_factory=dict)
     backbone: dict = field(default_factory=dict)     # name, device, runtime
     failures: list = field(default_factory=list)     # [{"path", "reason"}] of this run
@@ -353,8 +354,9 @@ def _extract_features(pending: list[Pending], idx: IndexDir, backbone, opts: Ind
         with run.stage("cache"):
             for (decoded, p), f in zip(batch, feats):
                 VideoFeatures(decoded.info, decoded.plans, decoded.frame_indices, f,
-                              _thumbs(decoded.frames, decoded.frame_indices, decoded.plans)
+                              _thumbs(decoded.frames, decoded.frame_indices, decoded.plans), decoded.read_mode
                               ).save(idx.features_path(p.content_hash))
+                report.read_modes[decoded.read_mode] = report.read_modes.get(decoded.read_mode, 0) + 1
                 ready.append(p)
                 testpoint("feature-cached")
         bar.update(len(batch))
@@ -458,7 +460,7 @@ def _store_new(ready: list[Pending], sessions, idx: IndexDir, store: VectorStore
                     s.execute(delete(Failure).where(Failure.path == p.file.path))
                     v = Video(path=p.file.path, root=p.file.root, size=p.file.size, mtime=p.file.mtime,
                               content_hash=p.content_hash, n_frames=vf.info.n_frames, fps=vf.info.fps,
-                              width=vf.info.width, height=vf.info.height,
+                              width=vf.info.width, height=vf.info.height, read_mode=vf.read_mode,
                               features=str(idx.features_path(p.content_hash).relative_to(idx.root)))
                     v.clips = [Clip(id=next_id + j, ordinal=j, start_s=c.start_s, end_s=c.end_s,
                                     frame_indices=list(c.frame_indices)) for j, c in enumerate(vf.plans)]

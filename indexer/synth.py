@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import logging
 import os
 import sys
@@ -25,7 +26,7 @@ from contextlib import contextmanager
 from dataclasses import astuple, dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -481,6 +482,54 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float = 12) -> Path:
     finally:
         writer.release()
     return path
+
+
+def write_untimed_avi(path: str | Path, frames: Iterable[np.ndarray], fps: float = 25) -> Path:
+    """Write RGB frames as an XviD AVI whose frames carry no timestamps, as in the AVIs of UCF101 and
+    HMDB51 or opencv-doc's Megamind.avi (MPEG-4 Part 2 that may hold B-frames: FFmpeg then leaves their
+    presentation times unset, and decord's seeks land on other frames). OpenCV writes the stream; then
+    every VOL header's low_delay bit is cleared ("B-frames may follow"). The frames, decoded in order,
+    are unchanged: the stream holds no B-frames. ``frames`` may be a generator (long videos)."""
+    path, frames = Path(path), iter(frames)
+    first = next(frames)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"XVID"), float(fps), first.shape[1::-1])
+    if not writer.isOpened():
+        raise RuntimeError(f"OpenCV cannot open an XVID writer for {path}")
+    try:
+        for frame in itertools.chain([first], frames):
+            writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    finally:
+        writer.release()
+    data = bytearray(path.read_bytes())
+    found = 0
+    for start, end in _avi_video_chunks(data):
+        at = data.find(b"\x00\x00\x01\x20", start, end) + 4  # a VOL header (in each keyframe); its first
+        if at < 4:  # 32 bits: random_accessible_vol 1, type 8, is_object_layer_identifier 1 (then verid 4,
+            continue  # priority 3), aspect_ratio_info 4, vol_control_parameters 1 (then chroma_format 2, low_delay 1)
+        bits = int.from_bytes(data[at:at + 4], "big")
+        if not (bits >> 22 & 1 and bits >> 11 & 15 != 15 and bits >> 10 & 1):
+            raise RuntimeError(f"{path}: a VOL header not laid out as FFmpeg writes it: {bits:08x}")
+        data[at + 3] &= 0x7F  # low_delay, bit 24
+        found += 1
+    if not found:
+        raise RuntimeError(f"{path}: no MPEG-4 VOL header found")
+    path.write_bytes(bytes(data))
+    return path
+
+
+def _avi_video_chunks(data: bytes) -> Iterator[tuple[int, int]]:
+    """(start, end) of each video frame's data in an AVI (the '##dc' chunks of its 'movi' list)."""
+    def chunks(at: int, end: int):
+        while at + 8 <= end:
+            size = int.from_bytes(data[at + 4:at + 8], "little")
+            yield data[at:at + 4], at + 8, min(at + 8 + size, end)
+            at += 8 + size + (size & 1)
+
+    for cid, start, end in chunks(12, len(data)):  # after "RIFF" size "AVI "
+        if cid == b"LIST" and data[start:start + 4] == b"movi":
+            for fid, fstart, fend in chunks(start + 4, end):
+                if fid[2:] == b"dc":
+                    yield fstart, fend
 
 
 def read_video(path: str | Path) -> np.ndarray:

@@ -130,6 +130,9 @@ def cmd_status(a) -> int:
         return 0
     print(f"index {st['index']}: {st['videos']} videos, {st['clips']} clips, {st['vectors']} vectors, "
           f"{st['failures']} failures, {st['disk_bytes'] / 1e6:.1f} MB")
+    rm = st["read_modes"]
+    print(f"frames read by seeking: {rm['seek']} videos; in order: {rm['sequential']} (their seeks land on wrong "
+          f"frames)" + (f"; not recorded: {rm['unknown']} (indexed by an older version)" if rm["unknown"] else ""))
     rec = st.get("backbone_record") or {}
     weights = f"weights {rec['weights_digest']} from {rec['weights_source']}" if rec else "weights not recorded"
     print(f"backbone {st['backbone']} ({weights}); LiFT {st['lift']['spec']} (d={st['lift']['latent_dim']}, "

@@ -19,7 +19,8 @@ from sqlalchemy import or_, select
 from sqlalchemy.exc import OperationalError
 
 from db import Clip as ClipRow
-from db import Failure, Video, all_settings, open_db
+from db import Failure, Video, all_settings, has_column, open_db
+from indexer.decode import READ_MODES
 from indexer.library import IndexDir, VideoFeatures
 from indexer.lock import IndexLock, IndexLocked
 from indexer.reconcile import disagreement, reconcile
@@ -336,8 +337,13 @@ class SearchEngine:
             counts = {"videos": s.scalar(select(func.count(Video.id))),
                       "clips": s.scalar(select(func.count(ClipRow.id))),
                       "failures": s.scalar(select(func.count(Failure.id)))}
+            modes = dict(s.execute(select(Video.read_mode, func.count()).group_by(Video.read_mode)).all()) \
+                if has_column(s, Video.__tablename__, "read_mode") else {None: counts["videos"]}
+        # how the videos' frames were read: "sequential" ones are files whose seeks land on wrong frames;
+        # "unknown" ones were indexed before this was recorded
+        read_modes = {m: modes.get(m, 0) for m in READ_MODES} | {"unknown": modes.get(None, 0)}
         disk = sum(f.stat().st_size for f in self.idx.root.rglob("*") if f.is_file())
-        return {"index": str(self.idx.root), **counts, "vectors": len(self.store),
+        return {"index": str(self.idx.root), **counts, "vectors": len(self.store), "read_modes": read_modes,
                 "failure_reasons": [{"path": p, "reason": r} for p, r in self.failures()],
                 "backbone": self.settings.get("backbone"), "backbone_record": self.settings.get("backbone_record"),
                 "lift": self.settings.get("lift"),

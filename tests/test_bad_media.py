@@ -124,6 +124,14 @@ def build_corpus(root: Path) -> tuple[dict, list[str], list[Path]]:
         d[starts[k]:starts[k] + 300] = np.random.default_rng(k).bytes(300)
     (bad / "corrupt_middle.avi").write_bytes(bytes(d))
     case("corrupt_middle.avi", ("indexed", None))
+    from indexer.synth import write_untimed_avi  # an AVI without timestamps (read in order), damaged:
+    untimed = write_untimed_avi(src / "untimed.avi", _frames(60, 160, 120, 12)).read_bytes()
+    d = bytearray(untimed)  # ... bytes destroyed in the middle of the stream
+    d[len(d) // 2:len(d) // 2 + 2000] = np.random.default_rng(13).bytes(2000)
+    (bad / "untimed_corrupt.avi").write_bytes(bytes(d))
+    case("untimed_corrupt.avi", ("indexed", None))
+    (bad / "untimed_truncated.avi").write_bytes(untimed[:len(untimed) // 2])  # ... or cut in half
+    case("untimed_truncated.avi", ("indexed", None))
     d = bytearray(mp4v)  # bytes flipped in the middle of an mp4v stream
     at = int(len(d) * 0.4)
     d[at:at + 3000] = np.random.default_rng(5).bytes(3000)
@@ -189,13 +197,33 @@ def test_every_bad_file_is_indexed_or_recorded_and_the_run_finishes(indexed):
     for g in indexed["good"]:  # every good file beside them is indexed
         assert str(g) in snap["videos"]
     assert set(snap["failures"]) == set(failures)  # ... and every failure is in the database
+    from db import Video, open_db
+    from indexer.library import IndexDir
+
+    with open_db(IndexDir(indexed["index"]).db)() as s:
+        in_order = sorted(os.fsencode(Path(v.path).name).decode("utf-8", "backslashreplace")
+                          for v in s.query(Video) if v.read_mode == "sequential")
     record("bad_media", {
         "bad_files_tried": len(indexed["cases"]), "indexed": sum(v == "indexed" for v in outcome.values()),
         "recorded_with_reason": sum(v.startswith("failed") for v in outcome.values()),
-        "good_files_indexed": len(indexed["good"]), "cases_not_built_here": indexed["skipped"],
+        "good_files_indexed": len(indexed["good"]), "read_in_order": in_order,
+        "cases_not_built_here": indexed["skipped"],
         "unreadable_really_unreadable": CAN_UNREAD, "run_s": round(seconds, 1),
         "outcomes": {os.fsencode(k).decode("utf-8", "backslashreplace"): v for k, v in sorted(outcome.items())},
     })
+
+
+def test_damaged_files_without_timestamps_are_read_in_order(indexed):
+    from db import Video, open_db
+    from indexer.library import IndexDir
+
+    with open_db(IndexDir(indexed["index"]).db)() as s:
+        modes = {v.path: v.read_mode for v in s.query(Video)}
+    assert modes[str(indexed["root"] / "videos/bad/untimed_corrupt.avi")] == "sequential"
+    assert modes[str(indexed["root"] / "videos/bad/untimed_truncated.avi")] == "sequential"
+    assert {modes[str(g)] for g in indexed["good"]} == {"seek"}  # intact files keep seeking
+    # (a damaged keyframe is concealed from the frames before it when read in order, not after a seek:
+    # such a file, e.g. corrupt_middle.mp4, fails the seek check and is read in order too)
 
 
 def test_failures_are_remembered_and_not_retried(indexed):

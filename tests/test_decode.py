@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 import shutil
 import struct
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -14,8 +15,10 @@ import pytest
 
 from indexer.clips import ClipPlan, Sampling, VideoInfo, plan_clips, union_indices
 from indexer.decode import DecodePool, decode_one
+from indexer.synth import write_untimed_avi
 
 S = Sampling()
+FFMPEG = shutil.which("ffmpeg")
 BANDS, BASE = 3, 16  # frame number i is written as base-16 digits, one grey band per digit
 
 
@@ -77,6 +80,12 @@ def media(tmp_path_factory) -> dict[str, Path]:
     data[matrix:matrix + 36] = struct.pack(">9i", 0, 1 << 16, 0, -(1 << 16), 0, 0, 240 << 16, 0, 1 << 30)
     m["rotated"] = d / "rotated.mp4"
     m["rotated"].write_bytes(bytes(data))
+    m["untimed"] = write_untimed_avi(d / "untimed.avi", (encode(i, 320, 240) for i in range(263)))  # 10.52 s
+    m["webm"] = write_video(d / "vp8.webm", 60, fourcc="VP80")
+    if FFMPEG:  # XviD with real B-frames, as UCF101's and HMDB51's AVIs are made
+        m["bframes"] = d / "bframes.avi"
+        subprocess.run([FFMPEG, "-v", "error", "-y", "-i", str(m["long"]), "-c:v", "mpeg4", "-vtag", "XVID",
+                        "-bf", "2", "-g", "24", "-q:v", "2", str(m["bframes"])], check=True)
     m["crash"] = shutil.copy(m["short_mp4"], d / "x__segfault__.mp4")
     m["hang"] = shutil.copy(m["short_mp4"], d / "x__hang__.mp4")
     return {k: Path(v) for k, v in m.items()}
@@ -292,3 +301,115 @@ def test_close_while_busy_returns_promptly(media):
     consumer.join(5)
     assert time.perf_counter() - t < 3 and not consumer.is_alive()
     assert [r.error for r in results] == ["pool closed", "skipped: the caller stopped or the pool closed"]
+
+
+# ---- files whose seeks land on wrong frames -----------------------------------------------------
+def in_order(path: Path, indices) -> list[int]:
+    """The frame numbers shown at ``indices`` when the file is decoded in order (OpenCV, not decord)."""
+    cap, shown, want = cv2.VideoCapture(str(path)), [], set(int(i) for i in indices)
+    for i in range(max(want) + 1):
+        ok, img = cap.read()
+        assert ok, f"{path.name}: OpenCV read only {i} frames"
+        if i in want:
+            shown.append(decode_number(img[..., ::-1]))
+    return shown
+
+
+def untimed_cases(media) -> list[str]:
+    return ["untimed"] + (["bframes"] if "bframes" in media else [])
+
+
+def test_untimed_avi_fixture_reproduces_the_wrong_seeks(media):
+    """The fixture is sharp: decord's random access (what the indexer used to do) returns other frames."""
+    from decord import VideoReader, cpu
+
+    for key in untimed_cases(media):
+        idx = union_indices(plan_clips(decode_one(str(media[key]), short_side=64).info, S))
+        assert in_order(media[key], idx) == idx.tolist()  # the file itself is fine, read in order
+        batch = VideoReader(str(media[key]), ctx=cpu(0), num_threads=1).get_batch(idx.tolist()).asnumpy()
+        wrong = [decode_number(f) for f in batch] != idx.tolist()
+        assert wrong, f"{key}: decord's seeks landed right: the fixture no longer reproduces the problem"
+
+
+@pytest.mark.parametrize("case", ["untimed", "bframes"])
+def test_untimed_avi_is_read_in_order_and_gives_the_right_frames(media, case):
+    if case not in media:
+        pytest.skip("needs ffmpeg (apt-get install ffmpeg)")
+    d = decode_one(str(media[case]))
+    assert d.error is None and d.read_mode == "sequential" and d.repaired == 0
+    assert len(d.plans) == 5 and d.frames.shape == (len(d.frame_indices), 256, 341, 3)
+    assert [decode_number(f) for f in d.frames] == d.frame_indices.tolist() == in_order(media[case], d.frame_indices)
+    for p in d.plans:  # each clip gets its own frames
+        assert [decode_number(f) for f in d.clip_frames(p)] == list(p.frame_indices)
+
+
+def test_seek_check_catches_wrong_seeks_when_timestamps_look_fine(media, monkeypatch):
+    """The second line of defence: one seek is checked against reading in order."""
+    import indexer.decode as dec
+
+    monkeypatch.setattr(dec, "_timestamps_usable", lambda reader: True)
+    d = decode_one(str(media["untimed"]))
+    assert d.read_mode == "sequential" and [decode_number(f) for f in d.frames] == d.frame_indices.tolist()
+
+
+@pytest.mark.parametrize("key", ["short_mp4", "long", "short_avi", "webm", "portrait"])
+def test_ordinary_files_keep_seeking_and_both_ways_agree(media, key):
+    d = decode_one(str(media[key]))
+    assert d.error is None and d.read_mode == "seek"
+    assert [decode_number(f) for f in d.frames] == d.frame_indices.tolist()
+    seq = decode_one(str(media[key]), read_mode="sequential")
+    assert seq.read_mode == "sequential" and np.array_equal(seq.frames, d.frames)  # bit-identical
+
+
+def test_sequential_frames_travel_in_chunks(media, monkeypatch):
+    import indexer.decode as dec
+
+    whole = decode_one(str(media["untimed"]))
+    monkeypatch.setattr(dec, "CHUNK_FRAMES", 7)
+    chunked = decode_one(str(media["untimed"]))
+    assert chunked.read_mode == "sequential" and np.array_equal(whole.frames, chunked.frames)
+    assert len(whole.frames) > 7
+    monkeypatch.setattr(dec, "FLUSH_S", 0.0)  # a slow read sends what it has, frame by frame
+    messages = list(dec._stream(str(media["untimed"]), 64, S, None))
+    assert [len(m[0]) for m in messages[1:]] == [1] * len(whole.frames)
+    with pytest.raises(ValueError, match="read_mode"):
+        decode_one(str(media["untimed"]), read_mode="random")
+
+
+class _Frames:
+    """A stand-in for a decord reader read in order: frame i shows i; `fail` frames raise; `n` frames."""
+
+    def __init__(self, n: int, fail=()):
+        self.n, self.fail, self.pos = n, set(fail), 0
+
+    def next(self):
+        i, self.pos = self.pos, self.pos + 1
+        if i >= self.n:
+            raise StopIteration
+        if i in self.fail:
+            raise RuntimeError(f"cannot decode frame {i}")
+        return type("F", (), {"asnumpy": lambda _: np.full((2, 2, 3), i, np.uint8)})()
+
+
+def test_reading_in_order_replaces_undecodable_frames():
+    from indexer.decode import DecodeError, _read_in_order
+
+    def read(reader, indices):
+        chunks = list(_read_in_order(reader, np.array(indices)))
+        return [int(f[0, 0, 0]) for c, _ in chunks for f in c], sum(r for _, r in chunks)
+
+    # an undecodable frame gets the last good one; frames before the first good one get that one
+    assert read(_Frames(20, fail={5, 0}), [0, 3, 5, 9]) == ([3, 3, 3, 9], 2)
+    # a stream shorter than announced: the missing tail gets the last good frame
+    assert read(_Frames(8), [0, 4, 7, 9, 11]) == ([0, 4, 7, 7, 7], 2)
+    with pytest.raises(DecodeError, match="3 of 5 sampled frames"):
+        read(_Frames(5), [0, 4, 6, 8, 10])
+    with pytest.raises(DecodeError, match="truncated or corrupt"):
+        read(_Frames(10, fail=set(range(10))), [2])
+
+
+def test_pool_reads_untimed_files_in_order(pool, media):
+    untimed, mp4 = list(pool.imap([str(media["untimed"]), str(media["long"])]))
+    assert (untimed.read_mode, mp4.read_mode) == ("sequential", "seek")
+    for r in (untimed, mp4):
+        assert [decode_number(f) for f in r.frames] == r.frame_indices.tolist()

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from db import open_db
-from indexer.library import IndexDir
+from db import Video, open_db
+from indexer.library import IndexDir, VideoFeatures
 from indexer.pipeline import IndexSettingsError, run_index
 from indexer.store import VectorStore
 from search import SearchEngine, SearchError
@@ -196,6 +196,64 @@ def test_cli_index_search_status_json(small_library, tmp_path):
     out = subprocess.run(cli + ["status", "--index", str(index), "--json"], capture_output=True, text=True,
                          env=env, timeout=300)
     assert json.loads(out.stdout)["clips"] == 4
+    assert json.loads(out.stdout)["read_modes"] == {"seek": 4, "sequential": 0, "unknown": 0}
+    out = subprocess.run(cli + ["status", "--index", str(index)], capture_output=True, text=True, env=env, timeout=300)
+    assert "frames read by seeking: 4 videos; in order: 0" in out.stdout, out.stdout
     out = subprocess.run(cli + ["search", "--index", str(tmp_path / "nope"), "--clip", "1"],
                          capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 2 and "no lift-search index" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_untimed_avi_is_indexed_from_its_frames_read_in_order(tmp_path):
+    """An AVI whose frames carry no timestamps (decord's seeks land elsewhere) is indexed from the frames
+    a sequential read gives; an MP4 of the same frames beside it keeps seeking; both are recorded."""
+    from indexer.decode import decode_one
+    from indexer.synth import write_untimed_avi
+    from lift import load_backbone
+    from tests.test_decode import decode_number, encode, write_video
+
+    videos, index = tmp_path / "v", tmp_path / "idx"
+    videos.mkdir()
+    untimed = write_untimed_avi(videos / "untimed.avi", (encode(i, 320, 240) for i in range(263)))
+    write_video(videos / "numbered.mp4", 263)
+    report = run_index([videos], index, small_options())
+    assert report.read_modes == {"sequential": 1, "seek": 1} and report.failed == 0
+    idx = IndexDir(index)
+    with open_db(idx.db)() as s:
+        rows = {Path(v.path).name: (v.read_mode, v.features) for v in s.query(Video)}
+    assert {k: m for k, (m, _) in rows.items()} == {"untimed.avi": "sequential", "numbered.mp4": "seek"}
+    for name, (mode, features) in rows.items():
+        vf = VideoFeatures.load(idx.root / features)
+        assert vf.read_mode == mode and len(vf.plans) == 5
+        for plan, thumb in zip(vf.plans, vf.thumbs):  # each clip's thumbnail shows its middle frame
+            assert decode_number(thumb) == plan.frame_indices[len(plan.frame_indices) // 2], name
+    # the cached features are the backbone's on the frames read in order, not on those seeking gives
+    vf = VideoFeatures.load(idx.root / rows["untimed.avi"][1])
+    backbone = load_backbone("efficientnet-lite0", device="cpu")
+    seq = decode_one(untimed, short_side=backbone.preprocess.resize, read_mode="sequential")
+    seek = decode_one(untimed, short_side=backbone.preprocess.resize, read_mode="seek")
+    assert np.array_equal(seq.frame_indices, vf.frame_indices)
+    assert [decode_number(f) for f in seq.frames] == seq.frame_indices.tolist()
+    np.testing.assert_allclose(vf.feats, backbone.encode_frames(seq.frames), atol=1e-5)
+    assert np.abs(vf.feats - backbone.encode_frames(seek.frames)).max() > 0.1
+    assert SearchEngine.open(index).status()["read_modes"] == {"seek": 1, "sequential": 1, "unknown": 0}
+
+
+def test_database_from_before_read_modes_opens_and_is_upgraded(small_library, tmp_path):
+    import sqlite3
+
+    library, _ = small_library
+    videos = tmp_path / "v"
+    files = copy_library(library, videos, 3)
+    index = tmp_path / "idx"
+    shutil.move(files[2], tmp_path / files[2].name)
+    run_index([videos], index, small_options())
+    with sqlite3.connect(IndexDir(index).db) as db:  # the schema of an index made before the column
+        db.execute("ALTER TABLE videos DROP COLUMN read_mode")
+    engine = SearchEngine.open(index)  # a reader does not change the database ...
+    st = engine.status()
+    assert st["read_modes"] == {"seek": 0, "sequential": 0, "unknown": 2} and st["videos"] == 2
+    assert len(engine.search_clip(engine.clips()[0].clip_id, k=1)) == 1
+    shutil.move(tmp_path / files[2].name, files[2])
+    run_index([videos], index, small_options())  # ... a writer adds the column: old rows unknown
+    assert SearchEngine.open(index).status()["read_modes"] == {"seek": 1, "sequential": 0, "unknown": 2}
