@@ -239,21 +239,20 @@ def test_untimed_avi_is_indexed_from_its_frames_read_in_order(tmp_path):
     assert SearchEngine.open(index).status()["read_modes"] == {"seek": 1, "sequential": 1, "unknown": 0}
 
 
-def test_database_from_before_read_modes_opens_and_is_upgraded(small_library, tmp_path):
+def test_database_from_before_read_modes_opens_and_is_upgraded(small_index, tmp_path):
     import sqlite3
 
-    library, _ = small_library
-    videos = tmp_path / "v"
-    files = copy_library(library, videos, 3)
     index = tmp_path / "idx"
-    shutil.move(files[2], tmp_path / files[2].name)
-    run_index([videos], index, small_options())
+    shutil.copytree(small_index, index)
     with sqlite3.connect(IndexDir(index).db) as db:  # the schema of an index made before the column
         db.execute("ALTER TABLE videos DROP COLUMN read_mode")
     engine = SearchEngine.open(index)  # a reader does not change the database ...
-    st = engine.status()
-    assert st["read_modes"] == {"seek": 0, "sequential": 0, "unknown": 2} and st["videos"] == 2
+    n = engine.status()["videos"]
+    assert engine.status()["read_modes"] == {"seek": 0, "sequential": 0, "unknown": n} and n > 0
     assert len(engine.search_clip(engine.clips()[0].clip_id, k=1)) == 1
-    shutil.move(tmp_path / files[2].name, files[2])
-    run_index([videos], index, small_options())  # ... a writer adds the column: old rows unknown
-    assert SearchEngine.open(index).status()["read_modes"] == {"seek": 1, "sequential": 0, "unknown": 2}
+    with sqlite3.connect(IndexDir(index).db) as db:
+        assert "read_mode" not in {row[1] for row in db.execute("PRAGMA table_info(videos)")}
+    open_db(IndexDir(index).db, write=True)  # ... a writer adds the column, old rows unknown (NULL)
+    with sqlite3.connect(IndexDir(index).db) as db:
+        assert "read_mode" in {row[1] for row in db.execute("PRAGMA table_info(videos)")}
+    assert SearchEngine.open(index).status()["read_modes"] == {"seek": 0, "sequential": 0, "unknown": n}
