@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -149,3 +150,40 @@ def differences(ref: dict, got: dict, atol: float = 1e-5) -> list[str]:
         if ref[key] != got[key]:
             out.append(f"{key} differ: {ref[key]} != {got[key]}")
     return out
+
+
+# ---- the Streamlit app (tests/test_ui.py and others) ------------------------------------------------
+APP = Path(__file__).resolve().parent.parent / "ui" / "app.py"
+APP_TIMEOUT = 120  # the first run opens the index (imports torch, timm, faiss)
+
+
+def app(index: Path, monkeypatch, **params):
+    monkeypatch.setenv("LIFT_SEARCH_INDEX", str(index))
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(APP), default_timeout=APP_TIMEOUT)
+    for k, v in params.items():
+        at.query_params[k] = v
+    return at.run()
+
+
+def plain(text: str) -> str:
+    return re.sub(r"\\(.)", r"\1", text)  # undo ui.helpers.md escaping
+
+
+def shown(at) -> str:
+    """All text on the page."""
+    parts = [e.value for kind in ("markdown", "caption", "error", "warning", "info", "subheader", "header")
+             for e in getattr(at, kind)]
+    return plain("\n".join(str(p) for p in parts))
+
+
+def no_crash(at) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def results(at) -> list[tuple[int, int, float]]:
+    """(rank, clip id, score) of each result card, in rank order."""
+    out = [tuple(m.groups()) for e in at.markdown
+           if (m := re.fullmatch(r"\*\*#(\d+)\*\* · clip (\d+) · score \*\*(-?[\d.]+)\*\*", e.value))]
+    return sorted((int(r), int(c), float(s)) for r, c, s in out)

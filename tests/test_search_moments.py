@@ -13,7 +13,7 @@ from indexer.pipeline import run_index
 from lift.config import TrainConfig
 from search import SearchEngine, SearchError
 from search.engine import Hit, distinct_moments
-from tests.helpers import small_options
+from tests.helpers import app, no_crash, results, small_options
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -118,3 +118,20 @@ def test_within_returns_only_clips_under_the_folders_as_exact_search_does(long_i
     assert len(both) == len(engine.clips()) - 1  # every other clip, when k asks for all
     with pytest.raises(SearchError, match="no indexed clip lies under"):
         engine.search_clip(query.clip_id, within=[root / "nowhere"])
+
+
+def test_the_app_searches_with_a_segment_of_an_uploaded_long_video(long_index, long_library, monkeypatch):
+    _, videos = long_library
+    engine = SearchEngine.open(long_index)
+    at = app(long_index, monkeypatch, page="Search")
+    at.segmented_control(key="source").set_value("Upload a video").run()
+    at.file_uploader(key="upload_file").set_value(("long.webm", videos[2].read_bytes(), "video/webm")).run()
+    no_crash(at)
+    slider = next(s for s in at.slider if s.label == "Segment (s)")
+    assert slider.value == (0.0, 4.0)  # a long video: its first window by default
+    for start in (0.0, 6.0):
+        slider.set_value((start, start + 4)).run()
+        no_crash(at)
+        own = next(c.clip_id for c in engine.clips() if c.video_path == str(videos[2]) and c.start_s == start)
+        _, top, score = results(at)[0]
+        assert top == own and score > 0.99

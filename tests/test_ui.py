@@ -10,46 +10,12 @@ import stat
 from pathlib import Path
 
 import pytest
-from streamlit.testing.v1 import AppTest
 
 from indexer.pipeline import run_index
 from search import SearchEngine, SearchError
-from tests.helpers import small_options
+from tests.helpers import APP, APP_TIMEOUT, app, no_crash, plain, results, shown, small_options
 from ui import helpers as h
 
-APP = Path(__file__).resolve().parent.parent / "ui" / "app.py"
-TIMEOUT = 120  # the first run opens the index (imports torch, timm, faiss)
-
-
-# ---- helpers ----------------------------------------------------------------------------------------
-def app(index: Path, monkeypatch, **params) -> AppTest:
-    monkeypatch.setenv("LIFT_SEARCH_INDEX", str(index))
-    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
-    for k, v in params.items():
-        at.query_params[k] = v
-    return at.run()
-
-
-def plain(text: str) -> str:
-    return re.sub(r"\\(.)", r"\1", text)  # undo ui.helpers.md escaping
-
-
-def shown(at: AppTest) -> str:
-    """All text on the page."""
-    parts = [e.value for kind in ("markdown", "caption", "error", "warning", "info", "subheader", "header")
-             for e in getattr(at, kind)]
-    return plain("\n".join(str(p) for p in parts))
-
-
-def no_crash(at: AppTest) -> None:
-    assert not at.exception, [e.value for e in at.exception]
-
-
-def results(at: AppTest) -> list[tuple[int, int, float]]:
-    """(rank, clip id, score) of each result card, in rank order."""
-    out = [tuple(m.groups()) for e in at.markdown
-           if (m := re.fullmatch(r"\*\*#(\d+)\*\* · clip (\d+) · score \*\*(-?[\d.]+)\*\*", e.value))]
-    return sorted((int(r), int(c), float(s)) for r, c, s in out)
 
 
 def clip_named(index: Path, fragment: str) -> int:
@@ -267,7 +233,9 @@ def test_clip_parameter_unknown_and_valid(small_index, monkeypatch):
 
 def test_missing_index_is_a_message(monkeypatch, tmp_path):
     monkeypatch.delenv("LIFT_SEARCH_INDEX", raising=False)
-    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(APP), default_timeout=APP_TIMEOUT).run()
     assert "No index given" in at.error[0].value
     at = app(tmp_path / "nothing", monkeypatch)
     assert "no lift-search index" in at.error[0].value
