@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from db import Clip, Failure, Video, delete_videos, get_setting, open_db, set_setting
 from lift import LiFT
-from lift.backbones import Backbone, BackboneRecord, load_backbone
+from lift.backbones import Backbone, BackboneMismatch, BackboneRecord, load_backbone
 from lift.checkpoint import download_official, load_checkpoint, model_digest
 from lift.config import DEFAULT_BACKBONE, IndexOptions, default_lift
 from lift.errors import LiftSearchError, UsageError
@@ -198,13 +198,13 @@ def _open_backbone(sessions, opts: IndexOptions, device) -> Backbone:
                                  f"--index folder, or the same settings.")
     name = opts.backbone or name or DEFAULT_BACKBONE
     weights = opts.backbone_weights or (recorded.weights_file if recorded and recorded.name == name else None)
-    backbone = load_backbone(name, device=device, weights=weights, runtime=opts.runtime)
-    if recorded is not None and (diff := recorded.differences(backbone.record)):
+    try:
+        return load_backbone(name, device=device, weights=weights, runtime=opts.runtime, expect=recorded)
+    except BackboneMismatch as e:
         raise IndexSettingsError(
             f"this index's features were made by {recorded.name} with weights {recorded.weights_digest} "
-            f"({recorded.weights_source}); this run would use " + "; ".join(diff) + ". Mixing them would make "
-            "scores meaningless: use another --index folder, or the same backbone and weights.")
-    return backbone
+            f"({recorded.weights_source}); this run would use " + "; ".join(e.differences) + ". Mixing them "
+            "would make scores meaningless: use another --index folder, or the same backbone and weights.") from None
 
 
 def _check_settings(sessions, opts: IndexOptions, roots, record: BackboneRecord) -> None:

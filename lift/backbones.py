@@ -103,12 +103,20 @@ DINO_PREPROCESS = PreprocessConfig(256, 224, IMAGENET_MEAN, IMAGENET_STD, "bicub
 LITE0_PREPROCESS = PreprocessConfig(224, 224, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "bicubic")
 
 
+class BackboneMismatch(BackboneError):
+    """The backbone built is not the one a record expects (other weights or preprocessing)."""
+
+    def __init__(self, expected: BackboneRecord, got: BackboneRecord, differences: list[str]):
+        self.expected, self.got, self.differences = expected, got, differences
+        super().__init__(f"backbone {got.name}: " + "; ".join(differences))
+
+
 class Backbone:
     """A frozen timm model plus the preprocessing its weights expect."""
 
     def __init__(self, name: str, model: nn.Module, preprocess: PreprocessConfig,
                  device: str | torch.device = "auto", cpu_bf16: bool = False, runtime: str = "auto",
-                 weights_source: str = RANDOM_INIT):
+                 weights_source: str = RANDOM_INIT, expect: BackboneRecord | None = None):
         if runtime not in RUNTIMES:
             raise BackboneError(f"unknown runtime {runtime!r}; valid: {', '.join(RUNTIMES)}")
         self.name, self.preprocess = name, preprocess
@@ -117,6 +125,8 @@ class Backbone:
 
         self.record = BackboneRecord(name, hash_weights(hashlib.sha256(), model).hexdigest()[:16], weights_source,
                                      preprocess, getattr(model, "head_hidden_size", None) or model.num_features)
+        if expect is not None and (diff := expect.differences(self.record)):  # before any export or copy
+            raise BackboneMismatch(expect, self.record, diff)
         self.model = fold_batchnorm(model.eval().requires_grad_(False).to(self.device), preprocess.crop)
         self.dim: int = self.record.feature_dim
         self.amp_dtype: torch.dtype | None = None
@@ -382,13 +392,15 @@ def _timm_preprocess(model: nn.Module) -> PreprocessConfig:
 
 def load_backbone(name: str = DEFAULT_BACKBONE, device: str | torch.device = "auto",
                   weights: str | Path | None = None, pretrained: bool = True, cpu_bf16: bool = False,
-                  runtime: str = "auto", preprocess: PreprocessConfig | None = None) -> Backbone:
+                  runtime: str = "auto", preprocess: PreprocessConfig | None = None,
+                  expect: BackboneRecord | None = None) -> Backbone:
     """Build a backbone by name. weights: a local file (safetensors/.pth/.bin) overriding the default
     source; pretrained=False with weights=None gives a random init (architecture checks, tests).
     cpu_bf16: on CPU, run the model under bfloat16 autocast where the CPU supports it natively (on CUDA
     the model always runs under bfloat16/float16 autocast). runtime: "auto" runs the feature pass on the
     CPU in ONNX Runtime when the model exports, else PyTorch; "torch" or "onnxruntime" to choose.
-    preprocess: instead of the backbone's own (e.g. a recorded one: see backbone_from_record)."""
+    preprocess: instead of the backbone's own (e.g. a recorded one: see backbone_from_record). expect: raise
+    BackboneMismatch, as soon as the weights are loaded, if the backbone is not the one this record describes."""
     arch = name.removeprefix("timm:") if name.startswith("timm:") else None
     if name not in BACKBONES and not (arch and timm.is_model(arch)):
         raise BackboneError(f"unknown backbone {name!r}; valid names: {', '.join(BACKBONES)}, or "
@@ -404,7 +416,7 @@ def load_backbone(name: str = DEFAULT_BACKBONE, device: str | torch.device = "au
     else:
         model, source = _timm_model(name, arch, weights, pretrained, num_classes=0)
         own = _timm_preprocess(model)
-    return Backbone(name, model, preprocess or own, device, cpu_bf16, runtime, weights_source=source)
+    return Backbone(name, model, preprocess or own, device, cpu_bf16, runtime, weights_source=source, expect=expect)
 
 
 def backbone_from_record(record: BackboneRecord | dict, device: str | torch.device = "auto",
@@ -417,12 +429,12 @@ def backbone_from_record(record: BackboneRecord | dict, device: str | torch.devi
     if weights is not None and not Path(weights).expanduser().is_file():
         raise BackboneError(f"the index's features were made with backbone {rec.name} weights from {weights}, "
                             f"which is gone: pass that file (digest {rec.weights_digest}) with --backbone-weights")
-    backbone = load_backbone(rec.name, device, weights=weights, pretrained=rec.weights_source != RANDOM_INIT,
-                             runtime=runtime, preprocess=rec.preprocess)
-    if backbone.record.weights_digest != rec.weights_digest:
+    try:
+        return load_backbone(rec.name, device, weights=weights, pretrained=rec.weights_source != RANDOM_INIT,
+                             runtime=runtime, preprocess=rec.preprocess, expect=rec)
+    except BackboneMismatch as e:
         raise BackboneError(
-            f"backbone {rec.name}: the weights found ({backbone.record.weights_source}, digest "
-            f"{backbone.record.weights_digest}) are not those that made this index's features (digest "
-            f"{rec.weights_digest}, from {rec.weights_source}): queries would be embedded with other weights. "
-            f"Pass the original weights file with --backbone-weights.")
-    return backbone
+            f"backbone {rec.name}: the weights found ({e.got.weights_source}, digest {e.got.weights_digest}) are "
+            f"not those that made this index's features (digest {rec.weights_digest}, from {rec.weights_source}): "
+            f"queries would be embedded with other weights. Pass the original weights file with "
+            f"--backbone-weights.") from None
