@@ -1,7 +1,8 @@
 """The index directory and its per-video feature cache, shared by the indexer, search and the UI.
 
     IDX/index.db                  SQLite metadata (db/)
-    IDX/vectors.faiss             clip descriptors (store.py); its header names the LiFT weights used
+    IDX/vectors/                  clip descriptors (store.py): segments listed by manifest.json, which names
+                                  the LiFT weights used (IDX/vectors.faiss in indexes of lift-search 0.1)
     IDX/models/<hash>.safetensors LiFT weights, named by content hash
     IDX/features/<hash>.npz       per video: decoded frame indices, backbone features, clip plans,
                                   thumbnails; so nothing is ever decoded twice
@@ -26,7 +27,8 @@ class IndexDir:
     def __init__(self, root: str | Path):
         self.root = Path(root).absolute()
         self.db = self.root / "index.db"
-        self.vectors = self.root / "vectors.faiss"
+        self.vectors = self.root / "vectors"                 # the vector store's folder
+        self.legacy_vectors = self.root / "vectors.faiss"    # lift-search 0.1's single file, migrated when met
         self.models = self.root / "models"
         self.features = self.root / "features"
 
@@ -62,6 +64,12 @@ class VideoFeatures:
         with atomic_write(path) as f:
             np.savez(f, frame_indices=self.frame_indices, feats=self.feats.astype(np.float32),
                      thumbs=self.thumbs, meta=np.frombuffer(meta.encode(), np.uint8))
+
+    @staticmethod
+    def count_clips(path: Path) -> int:
+        """How many clips the file holds (reads its small metadata member only)."""
+        with np.load(path, allow_pickle=False) as z:
+            return len(json.loads(z["meta"].tobytes())["plans"])
 
     @classmethod
     def load(cls, path: Path) -> "VideoFeatures":

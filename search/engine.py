@@ -4,6 +4,9 @@ A stored descriptor is [m | dyn] (lift.LiFT.describe), both halves unit length. 
 weight w in [0, 1] searches with [(1 - w) m_q | w * (+/-) dyn_q], so a result's score is
     score = (1 - w) * cos(m_q, m_r) + w * cos(+/- dyn_q, dyn_r)
 with the minus sign for a reverse ("opposite action") query. Both parts are returned with each hit.
+Scores are always exact; on a large index the candidates come from an approximate (IVF) index and are
+re-scored against the stored vectors (indexer/store.py), so only recall is approximate (`exact=True`
+searches by brute force).
 """
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ from functools import cached_property
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import or_, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.exc import OperationalError
 
 from db import Clip as ClipRow
@@ -24,6 +27,7 @@ from indexer.decode import READ_MODES
 from indexer.library import IndexDir, VideoFeatures
 from indexer.lock import IndexLock, IndexLocked
 from indexer.reconcile import disagreement, reconcile
+from indexer.segments import MANIFEST
 from indexer.store import VectorStore
 from db.session import bytes_form
 from lift.config import DECODE_TIMEOUT_S, MOTION_WEIGHT, OVERLAP_MODES, SEARCH_K, Sampling
@@ -67,13 +71,18 @@ class SearchEngine:
     needs neither (nor torch)."""
 
     def __init__(self, idx: IndexDir, sessions, store: VectorStore, settings: dict, device: str = "cpu",
-                 backbone_weights: str | Path | None = None):
+                 backbone_weights: str | Path | None = None, hidden: set[int] | None = None):
         self.idx, self.sessions, self.store, self.settings = idx, sessions, store, settings
         self.device, self.backbone_weights = device, backbone_weights
         self.dim = store.dim
-        with sessions() as s:
-            missing, orphans = disagreement(s, store)
-        self._hidden = set(missing.tolist()) | set(orphans.tolist())  # never served
+        if hidden is None:
+            with sessions() as s:
+                missing, orphans = disagreement(s, store)  # (cheap while they agree: counts first)
+            hidden = set(missing.tolist()) | set(orphans.tolist())
+        self._hidden = hidden  # ids in only one of the database and the store: never served
+        # clips an indexer adds later have higher ids (never reused): the database is read up to this one,
+        # so that the engine lists exactly the clips whose vectors it holds
+        self._last_id = store.stats()[1]
         self._backbone = None
 
     @classmethod
@@ -88,21 +97,24 @@ class SearchEngine:
         sessions = open_db(idx.db)
         with sessions() as s:
             settings = all_settings(s)
-        if settings.get("dim") is None or not idx.vectors.exists():
+        if settings.get("dim") is None or not ((idx.vectors / MANIFEST).exists() or idx.legacy_vectors.exists()):
             raise EmptyIndexError(f"the index at {idx.root} holds no vectors yet: its first `lift-search index` "
                                   f"run has not finished a checkpoint")
-        store = VectorStore.load(idx.vectors, settings["dim"])  # refuses a file we did not write
+        dim = settings["dim"]
+        store = VectorStore.open(idx.vectors, dim, legacy=idx.legacy_vectors)  # refuses files we did not write
         with sessions() as s:
             missing, orphans = disagreement(s, store)
+        hidden = set()
         if len(missing) or len(orphans):
+            hidden = None  # (found again once repaired, or not)
             # a crashed indexer's leftovers, or an indexer at work now: repair only if none is running
             # (its lock is free); otherwise __init__ hides the disagreeing ids. The lock is taken only
             # here, so that opening a sound index never keeps an indexer from starting.
             try:
                 with IndexLock(idx.root):
-                    store = VectorStore.load(idx.vectors, settings["dim"])
+                    store = VectorStore.open(idx.vectors, dim, writable=True, legacy=idx.legacy_vectors)
                     if reconcile(open_db(idx.db, write=True), store)["removed_vectors"]:
-                        store.save(idx.vectors)
+                        store.commit()
             except IndexLocked:
                 pass
             except (OSError, OperationalError) as e:  # read-only folder or disk: the ids stay hidden
@@ -114,7 +126,7 @@ class SearchEngine:
             raise CheckpointError(f"Refusing to load {model}: it is not the LiFT model this index wrote (a "
                                   f"lift-search safetensors file); it is missing or was replaced. Rebuild the "
                                   f"index's model with `lift-search index ... --refit`.")
-        return cls(idx, sessions, store, settings, device, backbone_weights)
+        return cls(idx, sessions, store, settings, device, backbone_weights, hidden)
 
     @cached_property
     def model(self):
@@ -135,16 +147,70 @@ class SearchEngine:
         return frozenset(self._hidden)
 
     def clips(self) -> list[Clip]:
-        valid = self.served_ids()
+        """Every clip, by file and start (a list of the whole library: use `clip_page` for large ones)."""
+        return self.clip_page(0, None)
+
+    def _library(self, columns, folder: str | None, text: str | None, length: tuple[float, float] | None):
+        """A query over the served clips joined with their videos, filtered: `folder` the folder a video lies
+        in (directly), `text` a part of its path (case-insensitive), `length` (min, max) seconds. Written so
+        that SQLite walks the videos' path index and each video's clips (no sort of the whole library for a
+        page): from videos, and `id + 0` keeps the id bound from choosing the clips' primary key instead."""
+        q = select(*columns).select_from(Video).join(ClipRow, ClipRow.video_id == Video.id)
+        q = q.where(ClipRow.id + 0 <= self._last_id)
+        if folder is not None:  # videos directly in `folder`: a range of the path index, then the parent
+            parent = func.rtrim(Video.path, func.replace(Video.path, "/", ""))  # the path up to its last "/"
+            q = q.where(or_(*[and_(Video.path >= p, Video.path < p[:-1] + "0", parent == p)
+                              for p in (folder.rstrip("/") + "/", bytes_form(folder.rstrip("/") + "/"))]))
+        if text:
+            q = q.where(func.lower(Video.path).contains(text.lower(), autoescape=True))
+        if length is not None:
+            q = q.where((ClipRow.end_s - ClipRow.start_s).between(length[0] - 1e-6, length[1] + 1e-6))
+        if self._hidden:
+            q = q.where(ClipRow.id.not_in(sorted(self._hidden)))
+        return q
+
+    def clip_page(self, offset: int, limit: int | None, folder: str | None = None, text: str | None = None,
+                  length: tuple[float, float] | None = None) -> list[Clip]:
+        """`limit` clips (None: all) from the `offset`-th on, by video path then time, filtered as `count`."""
+        q = self._library((ClipRow.id, Video.path, ClipRow.start_s, ClipRow.end_s), folder, text, length)
+        q = q.order_by(Video.path, ClipRow.id).offset(offset).limit(limit)
         with self.sessions() as s:
-            rows = s.execute(select(ClipRow.id, Video.path, ClipRow.start_s, ClipRow.end_s)
-                             .join(Video).order_by(Video.path, ClipRow.start_s)).all()
-        return [Clip(*r) for r in rows if r[0] in valid]
+            return [Clip(*r) for r in s.execute(q)]
+
+    def count(self, folder: str | None = None, text: str | None = None,
+              length: tuple[float, float] | None = None) -> int:
+        """How many clips are served (those in `folder`, whose path contains `text`, of that `length`)."""
+        if folder is None and not text and length is None:  # the clips' id index alone
+            q = select(func.count(ClipRow.id)).where(ClipRow.id <= self._last_id)
+            if self._hidden:
+                q = q.where(ClipRow.id.not_in(sorted(self._hidden)))
+        else:
+            q = self._library((func.count(ClipRow.id),), folder, text, length)
+        with self.sessions() as s:
+            return s.scalar(q)
+
+    def folders(self) -> list[str]:
+        """The folders holding indexed videos (each video's parent folder), sorted."""
+        parent = func.rtrim(Video.path, func.replace(Video.path, "/", ""))  # the path up to its last "/"
+        with self.sessions() as s:
+            return sorted({str(Path(p)) for p in s.scalars(select(parent).distinct()) if p})
+
+    def length_range(self) -> tuple[float, float]:
+        """(shortest, longest) clip in seconds."""
+        length = ClipRow.end_s - ClipRow.start_s
+        with self.sessions() as s:
+            lo, hi = s.execute(select(func.min(length), func.max(length))).one()
+        return float(lo or 0.0), float(hi or 0.0)
+
+    def descriptor(self, clip_id: int) -> np.ndarray:
+        """The stored descriptor [m | dyn] (2d,) float32 of an indexed clip."""
+        self.clip(clip_id)  # raises for an unknown or hidden id
+        return self.store.vectors([int(clip_id)])[0]
 
     def clip(self, clip_id: int) -> Clip:
         with self.sessions() as s:
             row = s.get(ClipRow, int(clip_id))
-            if row is None or row.id in self._hidden:
+            if row is None or row.id in self._hidden or row.id > self._last_id:
                 raise SearchError(f"no clip with id {clip_id} in this index")
             return Clip(row.id, row.video.path, row.start_s, row.end_s)
 
@@ -158,18 +224,22 @@ class SearchEngine:
 
     # ---- search -----------------------------------------------------------------------------
     def search_clip(self, clip_id: int, k: int = SEARCH_K, reverse: bool = False, motion: float = MOTION_WEIGHT,
-                    within: Sequence[str | Path] | None = None, overlap: str = "distinct") -> list[Hit]:
+                    within: Sequence[str | Path] | None = None, overlap: str = "distinct",
+                    exact: bool = False) -> list[Hit]:
         """Clips like an indexed clip (itself excluded; with overlap="distinct", so are the windows of its
-        own video that overlap it: they show the same moment)."""
+        own video that overlap it: they show the same moment). `exact`: brute force, even where an
+        approximate index serves (its scores are exact either way; only recall differs)."""
         query = self.clip(clip_id)  # raises for an unknown id
         vec = self.store.vectors([int(clip_id)])[0]
-        return self._search(vec, k, reverse, motion, within, overlap, query=query)
+        return self._search(vec, k, reverse, motion, within, overlap, query=query, exact=exact)
 
     def search_video(self, path: str | Path, k: int = SEARCH_K, reverse: bool = False,
                      motion: float = MOTION_WEIGHT, within: Sequence[str | Path] | None = None,
-                     overlap: str = "distinct", start_s: float | None = None, end_s: float | None = None) -> list[Hit]:
+                     overlap: str = "distinct", start_s: float | None = None, end_s: float | None = None,
+                     exact: bool = False) -> list[Hit]:
         """Clips like a video file, or like its segment [start_s, end_s) (seconds; either may be left out)."""
-        return self._search(self.describe_video(path, start_s, end_s), k, reverse, motion, within, overlap)
+        return self._search(self.describe_video(path, start_s, end_s), k, reverse, motion, within, overlap,
+                            exact=exact)
 
     def search_features(self, seq: np.ndarray, k: int = SEARCH_K, reverse: bool = False,
                         motion: float = MOTION_WEIGHT, within: Sequence[str | Path] | None = None,
@@ -250,14 +320,15 @@ class SearchEngine:
             conditions.append(Video.path.startswith(prefix, autoescape=True))
             conditions.append(Video.path.startswith(bytes_form(prefix), autoescape=True))  # non-UTF-8 names
         with self.sessions() as s:
-            ids = np.fromiter(s.scalars(select(ClipRow.id).join(Video).where(or_(*conditions))), np.int64)
+            ids = np.fromiter(s.scalars(select(ClipRow.id).join(Video).where(or_(*conditions),
+                                                                          ClipRow.id <= self._last_id)), np.int64)
         ids = ids[~np.isin(ids, np.fromiter(self._hidden, np.int64, len(self._hidden)))]
         if not len(ids):
             raise SearchError("no indexed clip lies under " + ", ".join(str(f) for f in folders))
         return ids
 
     def _search(self, vec: np.ndarray, k: int, reverse: bool, motion: float, within, overlap: str,
-                query: Clip | None = None) -> list[Hit]:
+                query: Clip | None = None, exact: bool = False) -> list[Hit]:
         """The best k hits for descriptor ``vec``: exact scores, the query clip excluded, only clips under
         ``within``; with overlap="distinct", no two hits (nor a hit and the query clip) overlap in time in
         one video: each such group is its best window. Candidates are fetched in growing rounds until k
@@ -275,7 +346,7 @@ class SearchEngine:
         available = len(allowed) if allowed is not None else len(self.store)
         n = k + 1 + len(self._hidden)
         while True:
-            _, found = self.store.search(weighted, n, allowed)
+            _, found = self.store.search(weighted, n, allowed, exact=exact)
             ids = [int(i) for i in found[0] if i >= 0 and i not in self._hidden and (query is None or i != query.clip_id)]
             hits = self._hits(ids, m, dyn, motion)
             if overlap == "distinct":
@@ -293,8 +364,9 @@ class SearchEngine:
         stored = self.store.vectors(ids)                       # (n, 2d)
         static, dynamic = stored[:, :d] @ m, stored[:, d:] @ dyn
         with self.sessions() as s:
-            rows = {r.id: r for r in s.scalars(select(ClipRow).where(ClipRow.id.in_(ids)))}
-            hits = [Hit(i, rows[i].video.path, rows[i].start_s, rows[i].end_s,
+            rows = {r.id: r for r in s.execute(select(ClipRow.id, Video.path, ClipRow.start_s, ClipRow.end_s)
+                                               .join(Video, ClipRow.video_id == Video.id).where(ClipRow.id.in_(ids)))}
+            hits = [Hit(i, rows[i].path, rows[i].start_s, rows[i].end_s,
                         float((1 - motion) * st + motion * dy), float(st), float(dy))
                     for i, st, dy in zip(ids, static, dynamic) if i in rows]
         hits.sort(key=lambda h: -h.score)
@@ -331,8 +403,6 @@ class SearchEngine:
         return real
 
     def status(self) -> dict:
-        from sqlalchemy import func
-
         with self.sessions() as s:
             counts = {"videos": s.scalar(select(func.count(Video.id))),
                       "clips": s.scalar(select(func.count(ClipRow.id))),
@@ -342,14 +412,13 @@ class SearchEngine:
         # how the videos' frames were read: "sequential" ones are files whose seeks land on wrong frames;
         # "unknown" ones were indexed before this was recorded
         read_modes = {m: modes.get(m, 0) for m in READ_MODES} | {"unknown": modes.get(None, 0)}
-        disk = sum(f.stat().st_size for f in self.idx.root.rglob("*") if f.is_file())
         return {"index": str(self.idx.root), **counts, "vectors": len(self.store), "read_modes": read_modes,
+                "search": self.store.describe(), "disk_bytes": _disk_bytes(self.idx.root),
                 "failure_reasons": [{"path": p, "reason": r} for p, r in self.failures()],
                 "backbone": self.settings.get("backbone"), "backbone_record": self.settings.get("backbone_record"),
                 "lift": self.settings.get("lift"),
                 "sampling": self.settings.get("sampling"), "dim": self.dim, "roots": self.settings.get("roots"),
-                "created_at": self.settings.get("created_at"), "updated_at": self.settings.get("updated_at"),
-                "disk_bytes": disk}
+                "created_at": self.settings.get("created_at"), "updated_at": self.settings.get("updated_at")}
 
     # ---- an uploaded query: decoded once, then searched and explained from its features --------
     def video_features(self, path: str | Path, start_s: float | None = None,
@@ -373,3 +442,33 @@ def distinct_moments(hits: list[Hit], query: Clip | None = None) -> list[Hit]:
             spans.append((h.start_s, h.end_s))
             out.append(h)
     return out
+
+
+def search_summary(d: dict) -> str:
+    """How an index serves searches, in words, from `status()["search"]` (VectorStore.describe)."""
+    where = f"{d['vectors']} vectors in {d['segments']} segment(s), {d['bytes'] / 1e6:.1f} MB"
+    if d["search"] == "ivf":
+        return (f"approximate {d['index']} (trained on {d['trained_on']} vectors; {d['nprobe']} lists probed, "
+                f"{d['candidates']} candidates re-scored exactly), {where}; --ann {d['mode']}")
+    return f"exact (brute force), {where}; --ann {d['mode']}"
+
+
+def _disk_bytes(root: Path) -> int:
+    """Bytes of the files under `root` (os.scandir: no path objects for a library's many feature files)."""
+    import os
+
+    total, stack = 0, [str(root)]
+    while stack:
+        try:
+            with os.scandir(stack.pop()) as entries:
+                for e in entries:
+                    try:
+                        if e.is_dir(follow_symlinks=False):
+                            stack.append(e.path)
+                        elif e.is_file(follow_symlinks=False):
+                            total += e.stat(follow_symlinks=False).st_size
+                    except FileNotFoundError:  # an indexer replaced it meanwhile
+                        pass
+        except FileNotFoundError:
+            pass
+    return total

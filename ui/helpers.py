@@ -1,5 +1,6 @@
 """Plain helpers of the app, kept out of Streamlit so they are easy to test: checking what the browser
-sends (a clip id, an upload), private temp files for uploads, library filtering, display text."""
+sends (a clip id, an upload), private temp files for uploads, display text. (Filtering and paging the
+library are queries of the search engine: SearchEngine.clip_page / count.)"""
 from __future__ import annotations
 
 import os
@@ -7,7 +8,6 @@ import re
 import shutil
 import tempfile
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import Iterator, Sequence
 
@@ -90,35 +90,6 @@ def display_name(path: str, roots: Sequence[str]) -> str:
 
 def folder_of(path: str, roots: Sequence[str]) -> str:
     return str(Path(display_name(path, roots)).parent)
-
-
-@dataclass(frozen=True)
-class ClipFilter:
-    folder: str | None = None            # a folder_of() value; None: all
-    text: str = ""                       # part of the file name (case-insensitive)
-    duration: tuple[float, float] | None = None  # (min, max) seconds; None: any
-
-    def __call__(self, clips, roots: Sequence[str]) -> list:
-        text = self.text.strip().lower()
-        out = []
-        for c in clips:
-            name = display_name(c.video_path, roots)
-            if self.folder and str(Path(name).parent) != self.folder:
-                continue
-            if text and text not in name.lower():
-                continue
-            length = c.end_s - c.start_s
-            if self.duration and not self.duration[0] - 1e-6 <= length <= self.duration[1] + 1e-6:
-                continue
-            out.append(c)
-        return out
-
-
-def page_of(items: Sequence, page: int, size: int) -> tuple[list, int]:
-    """(the items of 1-based `page`, the number of pages)."""
-    pages = max(1, -(-len(items) // size))
-    page = min(max(1, page), pages)
-    return list(items[(page - 1) * size: page * size]), pages
 
 
 # ---- text ---------------------------------------------------------------------------------------
