@@ -46,10 +46,10 @@ def get_engine(index: str) -> SearchEngine:
 
 
 @st.cache_data(show_spinner=False)
-def library_facts(index: str) -> tuple[list[str], tuple[float, float], int]:
-    """(the folders holding videos, the shortest and longest clip, the number of clips): read once."""
+def library_facts(index: str) -> tuple[tuple[float, float], int]:
+    """(the shortest and longest clip, the number of clips): read once (the engine's view is fixed)."""
     engine = get_engine(index)
-    return engine.folders(), engine.length_range(), engine.count()
+    return engine.length_range(), engine.count()
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
@@ -83,9 +83,9 @@ def roots(engine: SearchEngine) -> list[str]:
 @st.cache_resource(show_spinner=False)
 def search_folders(index: str) -> dict[str, str]:
     """The folders holding indexed videos: {name shown (under its indexed folder): absolute path}."""
-    rts = roots(get_engine(index))
-    return {h.folder_of(c.video_path, rts): str(Path(c.video_path).parent) for c in sorted(all_clips(index),
-                                                                                          key=lambda c: c.video_path)}
+    engine = get_engine(index)
+    rts = roots(engine)
+    return {h.folder_of(str(Path(f) / "x"), rts): f for f in engine.folders()}
 
 
 def clip_label(engine: SearchEngine, clip) -> str:
@@ -134,7 +134,7 @@ def read_query_params(engine: SearchEngine) -> None:
 
 def clip_picker(engine: SearchEngine, index: str, label: str, key: str) -> int | None:
     """Choose st.session_state.query_clip from the library (a list, or a number for huge libraries)."""
-    total = library_facts(index)[2]
+    total = library_facts(index)[1]
     current = st.session_state.get("query_clip")
 
     def picked():
@@ -166,8 +166,8 @@ def clip_picker(engine: SearchEngine, index: str, label: str, key: str) -> int |
 def library_ui(engine: SearchEngine, index: str) -> None:
     st.header("Library")
     rts = roots(engine)
-    folders, (lo, hi), total = library_facts(index)
-    shown_folder = {h.folder_of(str(Path(f) / "x"), rts): f for f in folders}
+    (lo, hi), total = library_facts(index)
+    shown_folder = search_folders(index)
     c1, c2, c3, c4 = st.columns([2, 2, 3, 1])
     first = dict(on_change=go_first_page, persist_state="session")
     folder = c1.selectbox("Folder", ["All folders", *sorted(shown_folder)], key="lib_folder", **first)
@@ -483,7 +483,7 @@ def main() -> None:
         st.caption("Time-aware video search with LiFT")
         page = st.radio("Page", PAGES, key="page", bind="query-params", label_visibility="collapsed")
         st.divider()
-        st.caption(f"{h.md(Path(index).name)} · {library_facts(index)[2]} clips")
+        st.caption(f"{h.md(Path(index).name)} · {library_facts(index)[1]} clips")
     {"Library": library_ui, "Search": search_ui, "Explain": explain_ui, "Index": index_ui}[page](engine, index)
 
 
