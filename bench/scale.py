@@ -332,6 +332,20 @@ def _describe(model, batch: list, describe) -> list[tuple[int, np.ndarray]]:
     return [(first, v) for (first, _), v in zip(batch, np.split(vecs, cuts))]
 
 
+def retrain(index: Path, dim: int) -> float:
+    """Drop the store's IVF index and train it again with the current StoreConfig; returns the seconds."""
+    from indexer.library import IndexDir
+    from indexer.store import VectorStore
+
+    t0 = time.perf_counter()
+    store = VectorStore.open(IndexDir(index).vectors, dim, writable=True)
+    mode, store.mode = store.mode, "flat"
+    store.maintain()
+    store.mode = mode
+    log.info("retrained: %s", store.maintain())
+    return round(time.perf_counter() - t0, 1)
+
+
 # ---- 4. measurements ---------------------------------------------------------------------------------------
 def _written_bytes() -> int:
     with open("/proc/self/io") as f:
@@ -531,6 +545,9 @@ def main(argv=None) -> int:
     ap.add_argument("--checkpoints", type=int, default=3, help="checkpoints of 1k clips to time")
     ap.add_argument("--grow-from", type=Path, help="start from a copy of this smaller bench index (e.g. the 1M one "
                                                   "for 10M: its clips, then descriptor-level ones)")
+    ap.add_argument("--retrain", action="store_true", help="train the index's IVF index again (after a change of "
+                                                            "lift.config.StoreConfig), then measure")
+    ap.add_argument("--build-only", action="store_true", help="build the index, measure nothing")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, help="JSON (default bench/results/scale-<N>.json)")
     ap.add_argument("--search-worker", help=argparse.SUPPRESS)  # internal: the search process
@@ -550,6 +567,10 @@ def main(argv=None) -> int:
         result["build"]["seconds"] = round(time.perf_counter() - t0, 1)
     else:
         log.info("reusing the index at %s", a.index)
+    if a.retrain:
+        result["retrain_s"] = retrain(a.index, base.settings["dim"])
+    if a.build_only:
+        return 0
     result["checkpoint_1k"] = measure_checkpoint(a.index, base, repeats=a.checkpoints)
     ids = query_ids(a.index, a.queries, a.seed + 1)
     env = {**os.environ, "OMP_NUM_THREADS": str(a.threads), "OPENBLAS_NUM_THREADS": str(a.threads),

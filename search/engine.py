@@ -36,6 +36,7 @@ from lift.files import SAFETENSORS_META_KEY, safetensors_metadata
 
 log = logging.getLogger(__name__)
 _EPS = 1e-6  # seconds: windows that only touch do not overlap
+_CLIP_ROWS = select(ClipRow.id, Video.path, ClipRow.start_s, ClipRow.end_s).join(Video, ClipRow.video_id == Video.id)
 
 
 class SearchError(LiftSearchError, ValueError):
@@ -75,6 +76,7 @@ class SearchEngine:
         self.idx, self.sessions, self.store, self.settings = idx, sessions, store, settings
         self.device, self.backbone_weights = device, backbone_weights
         self.dim = store.dim
+        self._db = sessions.kw["bind"]  # (a plain connection for the lookups of every search: no ORM session)
         if hidden is None:
             with sessions() as s:
                 missing, orphans = disagreement(s, store)  # (cheap while they agree: counts first)
@@ -208,11 +210,11 @@ class SearchEngine:
         return self.store.vectors([int(clip_id)])[0]
 
     def clip(self, clip_id: int) -> Clip:
-        with self.sessions() as s:
-            row = s.get(ClipRow, int(clip_id))
-            if row is None or row.id in self._hidden or row.id > self._last_id:
-                raise SearchError(f"no clip with id {clip_id} in this index")
-            return Clip(row.id, row.video.path, row.start_s, row.end_s)
+        with self._db.connect() as c:
+            row = c.execute(_CLIP_ROWS.where(ClipRow.id == int(clip_id))).one_or_none()
+        if row is None or row.id in self._hidden or row.id > self._last_id:
+            raise SearchError(f"no clip with id {clip_id} in this index")
+        return Clip(*row)
 
     def failures(self) -> list[tuple[str, str]]:
         with self.sessions() as s:
@@ -344,7 +346,7 @@ class SearchEngine:
         weighted = np.concatenate([(1 - motion) * m, motion * dyn])[None].astype(np.float32)
         allowed = self.within_ids(within) if within else None
         available = len(allowed) if allowed is not None else len(self.store)
-        n = k + 1 + len(self._hidden)
+        n = (4 * k if overlap == "distinct" else k) + 1 + len(self._hidden)  # (overlapping windows drop out)
         while True:
             _, found = self.store.search(weighted, n, allowed, exact=exact)
             ids = [int(i) for i in found[0] if i >= 0 and i not in self._hidden and (query is None or i != query.clip_id)]
@@ -362,13 +364,12 @@ class SearchEngine:
             return []
         d = self.dim // 2
         stored = self.store.vectors(ids)                       # (n, 2d)
-        static, dynamic = stored[:, :d] @ m, stored[:, d:] @ dyn
-        with self.sessions() as s:
-            rows = {r.id: r for r in s.execute(select(ClipRow.id, Video.path, ClipRow.start_s, ClipRow.end_s)
-                                               .join(Video, ClipRow.video_id == Video.id).where(ClipRow.id.in_(ids)))}
-            hits = [Hit(i, rows[i].path, rows[i].start_s, rows[i].end_s,
-                        float((1 - motion) * st + motion * dy), float(st), float(dy))
-                    for i, st, dy in zip(ids, static, dynamic) if i in rows]
+        static, dynamic = (stored[:, :d] * m).sum(1), (stored[:, d:] * dyn).sum(1)  # (no BLAS threads for a few rows)
+        with self._db.connect() as c:
+            rows = {r.id: r for r in c.execute(_CLIP_ROWS.where(ClipRow.id.in_(ids)))}
+        hits = [Hit(i, rows[i].path, rows[i].start_s, rows[i].end_s,
+                    float((1 - motion) * st + motion * dy), float(st), float(dy))
+                for i, st, dy in zip(ids, static, dynamic) if i in rows]
         hits.sort(key=lambda h: -h.score)
         return hits
 
