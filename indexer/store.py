@@ -317,7 +317,9 @@ class VectorStore:
     # ---- search --------------------------------------------------------------------------------
     def search(self, queries, k: int, allowed=None, exact: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """The k best of `queries` (Q, dim) by inner product: (scores (Q, k), ids (Q, k)), id -1 where fewer.
-        Scores are always exact (computed from the stored vectors). `allowed`: search only these ids.
+        Scores are always exact (computed from the stored vectors). `allowed`: search only these ids (exactly
+        while they are no more than `exact_max`, as a store that small is searched; else through the IVF
+        index with a selector, probing as many more lists as the ids are a smaller share of the store).
         `exact`: brute force even where the store has an approximate index."""
         q = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         allowed = None if allowed is None else np.unique(np.asarray(list(allowed) if not isinstance(
@@ -329,8 +331,8 @@ class VectorStore:
         return self._search(q, k, allowed, exact)
 
     def _search(self, q: np.ndarray, k: int, allowed: np.ndarray | None, exact: bool):
-        if allowed is not None and len(allowed) <= max(4 * k, self.config.candidates) * 4:
-            return self._rescore(q, np.broadcast_to(allowed, (len(q), len(allowed))), k)  # few: all of them
+        if allowed is not None and self._ann is not None and len(allowed) <= self.config.exact_max:
+            return self._rescore(q, np.broadcast_to(allowed, (len(q), len(allowed))), k)  # as few as a small store
         if exact or self._ann is None:
             return self._exact(q, k, allowed)
         n = max(self._ann["params"].candidates, 4 * k)
