@@ -135,6 +135,12 @@ class ArrayFile:
     def __getitem__(self, name: str) -> np.ndarray:
         return self.arrays[name]
 
+    def drop_pages(self) -> None:
+        """Let the kernel unmap the pages read so far from this process (they stay in the page cache; the
+        next read maps them again): a search process's resident memory does not grow with what it has read."""
+        if self._map is not None:
+            self._map.madvise(mmap.MADV_DONTNEED)
+
     def verify(self) -> None:
         """Hash the payload and compare it with the manifest's record (raises StoreError)."""
         if self.entry is None:

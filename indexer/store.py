@@ -45,6 +45,7 @@ _OPEN_TRIES = 5  # a reader that finds a listed file gone (a writer replaced the
 _CHUNK_ROWS = 131_072  # rows scored per step of an exact search
 _FILE_PREFIXES = ("seg-", "tomb-", "codes-", "ann-")
 _BATCH = 8  # fewer queries than this are scored with numpy's BLAS on one thread (see _one_blas_thread)
+_DROP_EVERY = 64  # searches between two drop_pages of the mapped vector files (resident memory stays bounded)
 _blas = None
 
 
@@ -105,6 +106,7 @@ class VectorStore:
         self._ann: dict | None = None  # {"entry", "params": AnnParams, "template": bytes}
         self._ann_index = None         # the searchable IVF index, built on first use
         self._ann_lock = threading.Lock()
+        self._searches = 0
         self._doc: dict | None = None  # the manifest this store was read from / last committed
         self._next_file = 1
         self._legacy: Path | None = None  # a vectors.faiss read into this store, deleted once migrated
@@ -327,8 +329,18 @@ class VectorStore:
         self._seal()
         if len(q) < _BATCH:
             with _one_blas_thread():
-                return self._search(q, k, allowed, exact)
-        return self._search(q, k, allowed, exact)
+                found = self._search(q, k, allowed, exact)
+        else:
+            found = self._search(q, k, allowed, exact)
+        self._searches += 1
+        if self._ann is not None and (exact or self._searches % _DROP_EVERY == 0):
+            self._drop_pages()  # a large store: a forced scan maps every page, re-scoring a few per query
+        return found
+
+    def _drop_pages(self) -> None:
+        for seg in self.segments:
+            if seg.files:
+                seg.files[0].drop_pages()
 
     def _search(self, q: np.ndarray, k: int, allowed: np.ndarray | None, exact: bool):
         if allowed is not None and self._ann is not None and len(allowed) <= self.config.exact_max:
