@@ -41,16 +41,24 @@ class AnnParams:
 
 
 def choose(n: int, dim: int, cfg: StoreConfig) -> AnnParams:
-    """Parameters for `n` vectors of `dim` dimensions: nlist a power of two near 4 sqrt(n) (at most one per
-    39 training vectors, FAISS's minimum); SQ8 codes while they fit `cfg.sq8_max_bytes`, else PQ with
-    `dim / cfg.pq_dims` bytes; an HNSW coarse quantizer from `cfg.hnsw_min_lists` lists."""
-    train = min(n, cfg.train_max)
-    nlist = 2 ** max(0, int(math.log2(max(1.0, 4 * math.sqrt(n)))))
-    nlist = max(1, min(nlist, train // 39 or 1))
+    """Parameters for `n` vectors of `dim` dimensions: nlist the power of two at or below 4 sqrt(n) (and at
+    most one list per 39 vectors, FAISS's minimum to train a centroid); SQ8 codes while they fit
+    `cfg.sq8_max_bytes`, else PQ with `dim / cfg.pq_dims` bytes; an HNSW coarse quantizer from
+    `cfg.hnsw_min_lists` lists."""
+    nlist = _pow2(min(4 * math.sqrt(n), n / 39))
     codes = "SQ8" if n * dim <= cfg.sq8_max_bytes else f"PQ{pq_bytes(dim, cfg.pq_dims)}"
     quantizer = "HNSW32" if nlist >= cfg.hnsw_min_lists else "flat"
     nprobe = min(nlist, max(1, round(cfg.nprobe_fraction * nlist), cfg.nprobe_min))
     return AnnParams(nlist, quantizer, codes, nprobe, cfg.candidates)
+
+
+def train_size(n: int, params: AnnParams, cfg: StoreConfig) -> int:
+    """How many vectors train the index: `cfg.train_max`, or 39 per list if that is more, at most all."""
+    return min(n, max(cfg.train_max, 39 * params.nlist))
+
+
+def _pow2(x: float) -> int:
+    return 2 ** max(0, int(math.log2(max(1.0, x))))
 
 
 def pq_bytes(dim: int, dims_per_byte: int) -> int:

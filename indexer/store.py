@@ -573,7 +573,7 @@ class VectorStore:
         n, cfg = len(self), self.config
         self._seal()
         params = ann.choose(n, self.dim, cfg)
-        sample = self._sample(min(n, cfg.train_max), cfg.seed)
+        sample = self._sample(ann.train_size(n, params, cfg), cfg.seed)
         log.info("training the approximate index %s on %d of %d vectors", params.factory(), len(sample), n)
         index, params = ann.train(sample, params, cfg.seed)
         template = faiss.serialize_index(index)

@@ -90,7 +90,7 @@ class StoreConfig:
     segment_rows: int = 262_144     # rows buffered before they are written as a segment (bulk builds)
     purge_dead_fraction: float = 0.25  # a segment with this share of deleted rows is rewritten without them
     retrain_growth: float = 4.0     # the IVF is trained again once the store is this many times its training size
-    train_max: int = 262_144        # vectors sampled (seeded, over all segments) to train the IVF
+    train_max: int = 262_144        # vectors sampled (seeded, over all segments) to train the IVF (39 a list at least)
     sq8_max_bytes: int = 1 << 30    # SQ8 codes (1 byte a dimension) while they take at most this, PQ above
     pq_dims: int = 8                # dimensions per PQ byte (384-d: PQ48)
     hnsw_min_lists: int = 4096      # an HNSW coarse quantizer from this many lists (a flat one below)
