@@ -70,10 +70,17 @@ class Segment:
     codes_entry: dict | None = None
     dead: np.ndarray | None = None   # (n,) bool: rows deleted since it was written (tombstones)
     files: list = field(default_factory=list)  # the ArrayFiles it maps (for verify)
+    n_dead: int = 0                  # dead.sum(), kept up to date by kill()
 
     @property
     def live(self) -> int:
-        return len(self.ids) - (int(self.dead.sum()) if self.dead is not None else 0)
+        return len(self.ids) - self.n_dead
+
+    def kill(self, rows: np.ndarray) -> None:
+        """Mark these rows deleted (a new mask: a reader sharing the old one is not affected)."""
+        self.dead = np.zeros(len(self.ids), bool) if self.dead is None else self.dead.copy()
+        self.dead[rows] = True
+        self.n_dead = int(self.dead.sum())
 
     def alive(self) -> np.ndarray | slice:
         return slice(None) if self.dead is None else ~self.dead
@@ -270,8 +277,7 @@ class VectorStore:
                 seg.ids, seg.vectors = seg.ids[keep], seg.vectors[keep]
                 seg.codes = seg.codes[keep] if seg.codes is not None else None
             else:
-                seg.dead = np.zeros(len(seg.ids), bool) if seg.dead is None else seg.dead.copy()
-                seg.dead[rows] = True
+                seg.kill(rows)
         self.segments = [s for s in self.segments if len(s.ids) or s.entry is not None]
         return removed
 
@@ -313,8 +319,7 @@ class VectorStore:
         for seg in self.segments:
             _, rows = seg.rows_of(tombstones)
             if len(rows):
-                seg.dead = np.zeros(len(seg.ids), bool) if seg.dead is None else seg.dead
-                seg.dead[rows] = True
+                seg.kill(rows)
 
     # ---- search --------------------------------------------------------------------------------
     def search(self, queries, k: int, allowed=None, exact: bool = False) -> tuple[np.ndarray, np.ndarray]:
