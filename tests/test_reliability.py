@@ -176,7 +176,7 @@ def extra(tmp_path_factory) -> Path:
     return make_library(tmp_path_factory.mktemp("extra") / "videos", groups=("rotate",), crash=False)
 
 
-def test_disk_full_at_the_faiss_save_keeps_the_previous_index(driver, library, extra, tmp_path):
+def test_disk_full_at_the_vector_commit_keeps_the_previous_index(driver, library, extra, tmp_path):
     videos = tmp_path / "videos"
     shutil.copytree(library, videos)
     index = tmp_path / "idx"

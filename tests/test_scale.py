@@ -3,6 +3,7 @@ clip), the descriptor of a clip, the Parquet export, an approximate index on a r
 and `--lift fit`'s bounded training sample."""
 from __future__ import annotations
 
+import json
 import tracemalloc
 
 import numpy as np
@@ -125,3 +126,11 @@ def test_fit_trains_on_a_bounded_sample_spread_over_videos(small_library, small_
     report = run_index([library], tmp_path / "idx", small_options(
         train=TrainConfig(latent_dim=16, epochs=2, max_clips=5, progress=False)))
     assert report.lift["provenance"]["sequences"] == 5 and report.clips_total == 16
+
+
+def test_status_says_which_index_serves_and_verifies_every_vector_file(small_index, capsys):
+    assert main(["status", "--index", str(small_index), "--verify"]) == 0
+    out = capsys.readouterr().out
+    assert "search: exact (brute force), 16 vectors" in out and "every vector file checked" in out
+    assert main(["search", "--index", str(small_index), "--clip", "1", "--exact", "-k", "3", "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 3
