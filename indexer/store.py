@@ -551,24 +551,27 @@ class VectorStore:
 
     def _merge(self, picked: list[int]) -> None:
         """Write the live rows of the `picked` segments as one segment (ids ascending; streamed, a chunk of
-        rows at a time), then commit: the manifest lists it instead of them."""
+        rows at a time), then commit: the manifest lists it instead of them (none if every row was deleted)."""
         parts = [self.segments[i] for i in picked]
         for p in parts:
             for af in p.files:
                 af.verify()  # read in full anyway: a damaged file is not copied on
         merged = _Merged(parts)
-        seg = Segment(merged.ids, np.zeros((0, self.dim), np.float32))
-        self._write_segment(seg, {"ids": merged.ids, "vectors": [merged.column("vectors")]}, point="compact-write")
-        af = ArrayFile(self.folder / seg.entry["file"], "segment", seg.entry)
-        seg.vectors, seg.files = af["vectors"], [af]
-        if self._ann is not None:
-            seg.codes_entry = write_arrays(self._name("codes"), "codes", {"codes": [merged.column("codes")]})
-            cf = ArrayFile(self.folder / seg.codes_entry["file"], "codes", seg.codes_entry)
-            seg.codes = cf["codes"]
-            seg.files.append(cf)
-        first = min(picked)
-        self.segments = [s for i, s in enumerate(self.segments) if i not in picked]
-        self.segments.insert(first, seg)
+        new = []
+        if len(merged.ids):
+            seg = Segment(merged.ids, np.zeros((0, self.dim), np.float32))
+            self._write_segment(seg, {"ids": merged.ids, "vectors": [merged.column("vectors")]}, point="compact-write")
+            af = ArrayFile(self.folder / seg.entry["file"], "segment", seg.entry)
+            seg.vectors, seg.files = af["vectors"], [af]
+            if self._ann is not None:
+                seg.codes_entry = write_arrays(self._name("codes"), "codes", {"codes": [merged.column("codes")]})
+                cf = ArrayFile(self.folder / seg.codes_entry["file"], "codes", seg.codes_entry)
+                seg.codes = cf["codes"]
+                seg.files.append(cf)
+            new = [seg]
+        at = min(picked)
+        self.segments = ([s for i, s in enumerate(self.segments[:at]) if i not in picked] + new
+                         + [s for i, s in enumerate(self.segments) if i >= at and i not in picked])
         write_manifest(self.folder, doc := self._manifest(self._tombstones_now()))
         testpoint("compacted")
         self._committed(doc, doc["tombstones"])

@@ -280,3 +280,14 @@ def test_a_reader_retries_when_a_commit_removes_files_under_it(tmp_path, data, m
     back = VectorStore.open(folder, D)
     assert len(calls) >= 2 and len(back) == 3000 and len(back.segments) < 4
     assert os.environ.get("LIFT_SEARCH_TEST_POINTS") is None
+
+
+def test_a_segment_whose_rows_are_all_deleted_goes(tmp_path, data):
+    ids, base = data
+    store = build(tmp_path / "v", ids[:300], base[:300], chunks=3)
+    store.remove(store.segments[1].ids)
+    store.commit()
+    assert store.maintain()["purged"] == 1 and len(store.segments) == 2
+    back = VectorStore.open(tmp_path / "v", D)
+    np.testing.assert_array_equal(back.ids(), np.concatenate([ids[:100], ids[200:300]]))
+    assert read_manifest(tmp_path / "v")["tombstones"] is None
