@@ -14,8 +14,8 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from lift.config import (DECODE_TIMEOUT_S, DEFAULT_BACKBONE, MOTION_WEIGHT, OVERLAP_MODES, SEARCH_K, IndexOptions,
-                         Sampling, TrainConfig)
+from lift.config import (API_KEY_ENV, DECODE_TIMEOUT_S, DEFAULT_BACKBONE, MAX_UPLOAD_MB, MOTION_WEIGHT,
+                         OVERLAP_MODES, SEARCH_K, IndexOptions, Sampling, ServeOptions, TrainConfig)
 from lift.errors import IndexNotFoundError, LiftSearchError, UsageError
 
 log = logging.getLogger("lift-search")
@@ -194,6 +194,20 @@ def cmd_ui(a) -> int:
     os.execv(sys.executable, cmd)  # become the server: Ctrl-C and SIGTERM reach it directly
 
 
+def cmd_serve(a) -> int:
+    """Serve the index over HTTP for other programs (a JSON API; its docs at http://HOST:PORT/docs).
+
+    Bound to 127.0.0.1 unless --host says otherwise; any other address needs an API key (--api-key or
+    the LIFT_SEARCH_API_KEY environment variable), which every request must then send (X-API-Key header).
+
+    example: lift-search serve --index ~/videos.lift --port 8600
+    """
+    from search.api import serve
+
+    serve(a.index, ServeOptions(host=a.host, port=a.port, max_upload_mb=a.max_upload_mb), api_key=a.api_key)
+    return 0
+
+
 def cmd_eval_chiral(a) -> int:
     """The Chirality-in-Action protocol: a linear probe per chiral group, LiFT vs baselines.
 
@@ -334,7 +348,17 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--index", required=True)
     sp.add_argument("--host", default="127.0.0.1")
     sp.add_argument("--port", type=int, default=8501)
-    sp.add_argument("--max-upload-mb", type=int, default=200)
+    sp.add_argument("--max-upload-mb", type=int, default=MAX_UPLOAD_MB)
+
+    serve = ServeOptions()
+    sp = _verb(sub, "serve", cmd_serve)
+    sp.add_argument("--index", required=True)
+    sp.add_argument("--host", default=serve.host, help="address to bind (default %(default)s: this machine only)")
+    sp.add_argument("--port", type=int, default=serve.port, help="(default %(default)s)")
+    sp.add_argument("--api-key", help=f"key every request must send (default: ${API_KEY_ENV}; required "
+                                      f"beyond loopback; prefer the variable: arguments show in `ps`)")
+    sp.add_argument("--max-upload-mb", type=int, default=serve.max_upload_mb,
+                    help="largest query video accepted (default %(default)s)")
 
     _add_eval(sub)
     return p

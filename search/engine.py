@@ -38,6 +38,14 @@ class SearchError(LiftSearchError, ValueError):
     """Bad query input (unknown clip, bad weight, unreadable video); the message says which."""
 
 
+class UnknownClipError(SearchError, LookupError):
+    """No clip with that id is served by this engine."""
+
+
+class MediaUnavailableError(SearchError):
+    """A clip's video file is gone, or lies outside the indexed folders: it is not served."""
+
+
 @dataclass(frozen=True)
 class Clip:
     clip_id: int
@@ -58,7 +66,8 @@ class Hit:
     rank: int = 0
 
     def to_dict(self) -> dict:
-        return {"rank": self.rank, "score": round(self.score, 6), "clip_id": self.clip_id,
+        return {"rank": self.rank, "score": round(self.score, 6), "static_score": round(self.static_score, 6),
+                "dynamic_score": round(self.dynamic_score, 6), "clip_id": self.clip_id,
                 "video_path": self.video_path, "start_s": round(self.start_s, 3), "end_s": round(self.end_s, 3)}
 
 
@@ -74,6 +83,7 @@ class SearchEngine:
         with sessions() as s:
             missing, orphans = disagreement(s, store)
         self._hidden = set(missing.tolist()) | set(orphans.tolist())  # never served
+        self._top_id = int(store.ids().max()) if len(store) else 0      # the largest id with a vector
         self._backbone = None
 
     @classmethod
@@ -141,11 +151,38 @@ class SearchEngine:
                              .join(Video).order_by(Video.path, ClipRow.start_s)).all()
         return [Clip(*r) for r in rows if r[0] in valid]
 
+    def _served_rows(self, query, within: Sequence[str | Path] | None):
+        """`query` (over clips joined with their videos) restricted, in SQL, to served clips under any of
+        the folders `within`. Ids are never reused and an indexer commits rows before vectors, so the rows
+        with an id up to the largest in the vectors at opening, less the hidden ones, are the served clips
+        whose rows still exist (a video deleted since is not listed)."""
+        query = query.where(ClipRow.id <= self._top_id)
+        if self._hidden:
+            query = query.where(ClipRow.id.not_in(self._hidden))
+        return query.where(self._under(within)) if within else query
+
+    def count(self, within: Sequence[str | Path] | None = None) -> int:
+        """How many clips `clip_page` pages through."""
+        from sqlalchemy import func
+
+        with self.sessions() as s:
+            return s.scalar(self._served_rows(select(func.count(ClipRow.id)).join(Video), within))
+
+    def clip_page(self, offset: int = 0, limit: int = 100, within: Sequence[str | Path] | None = None) -> list[Clip]:
+        """Served clips (under any of the folders `within`) ordered by id, `limit` of them from the
+        `offset`-th: one SQL query, whatever the library's size."""
+        if offset < 0 or limit < 1:
+            raise SearchError(f"a page needs offset >= 0 and limit >= 1, got offset {offset}, limit {limit}")
+        query = select(ClipRow.id, Video.path, ClipRow.start_s, ClipRow.end_s).join(Video)
+        with self.sessions() as s:
+            rows = s.execute(self._served_rows(query, within).order_by(ClipRow.id).offset(offset).limit(limit)).all()
+        return [Clip(*r) for r in rows]
+
     def clip(self, clip_id: int) -> Clip:
         with self.sessions() as s:
             row = s.get(ClipRow, int(clip_id))
             if row is None or row.id in self._hidden:
-                raise SearchError(f"no clip with id {clip_id} in this index")
+                raise UnknownClipError(f"no clip with id {clip_id} in this index")
             return Clip(row.id, row.video.path, row.start_s, row.end_s)
 
     def failures(self) -> list[tuple[str, str]]:
@@ -242,15 +279,20 @@ class SearchEngine:
             self._backbone = backbone_from_record(record, device=self.device, weights=self.backbone_weights)
         return self._backbone
 
-    def within_ids(self, folders: Sequence[str | Path]) -> np.ndarray:
-        """The served clip ids of the videos under any of ``folders`` (at any depth)."""
+    @staticmethod
+    def _under(folders: Sequence[str | Path]):
+        """SQL: the video lies under any of ``folders`` (at any depth)."""
         conditions = []
         for folder in folders:
             prefix = os.path.join(os.path.normpath(os.path.abspath(os.fspath(folder))), "")
             conditions.append(Video.path.startswith(prefix, autoescape=True))
             conditions.append(Video.path.startswith(bytes_form(prefix), autoescape=True))  # non-UTF-8 names
+        return or_(*conditions)
+
+    def within_ids(self, folders: Sequence[str | Path]) -> np.ndarray:
+        """The served clip ids of the videos under any of ``folders`` (at any depth)."""
         with self.sessions() as s:
-            ids = np.fromiter(s.scalars(select(ClipRow.id).join(Video).where(or_(*conditions))), np.int64)
+            ids = np.fromiter(s.scalars(select(ClipRow.id).join(Video).where(self._under(folders))), np.int64)
         ids = ids[~np.isin(ids, np.fromiter(self._hidden, np.int64, len(self._hidden)))]
         if not len(ids):
             raise SearchError("no indexed clip lies under " + ", ".join(str(f) for f in folders))
@@ -306,8 +348,8 @@ class SearchEngine:
         """(per-frame features (T, D), LiFT's straight-line reconstruction (T, D)) of an indexed clip."""
         with self.sessions() as s:
             row = s.get(ClipRow, int(clip_id))
-            if row is None:
-                raise SearchError(f"no clip with id {clip_id} in this index")
+            if row is None or row.id in self._hidden:
+                raise UnknownClipError(f"no clip with id {clip_id} in this index")
             vf, ordinal = VideoFeatures.load(self.idx.root / row.video.features), row.ordinal
         seq = vf.clip_sequences()[ordinal]
         return seq, self.model.reconstruct(seq[None])[0].cpu().numpy()
@@ -315,8 +357,8 @@ class SearchEngine:
     def thumbnail(self, clip_id: int) -> np.ndarray:
         with self.sessions() as s:
             row = s.get(ClipRow, int(clip_id))
-            if row is None:
-                raise SearchError(f"no clip with id {clip_id} in this index")
+            if row is None or row.id in self._hidden:
+                raise UnknownClipError(f"no clip with id {clip_id} in this index")
             vf, ordinal = VideoFeatures.load(self.idx.root / row.video.features), row.ordinal
         return vf.thumbs[ordinal]
 
@@ -327,7 +369,7 @@ class SearchEngine:
         real = path.resolve()
         roots = [Path(r).resolve() for r in self.settings.get("roots", [])]
         if not any(real.is_relative_to(r) for r in roots) or not real.is_file():
-            raise SearchError(f"clip {clip_id}: its file is gone or lies outside the indexed folders")
+            raise MediaUnavailableError(f"clip {clip_id}: its file is gone or lies outside the indexed folders")
         return real
 
     def status(self) -> dict:

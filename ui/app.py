@@ -19,7 +19,7 @@ if __package__ in (None, ""):  # run as a script by `streamlit run ui/app.py`
 
 from lift.errors import LiftSearchError  # noqa: E402
 from lift.config import MOTION_WEIGHT  # noqa: E402
-from search import SearchEngine, SearchError  # noqa: E402
+from search import SearchEngine, SearchError, uploads  # noqa: E402
 from search.explain import Trajectory, clip_trajectory, compare, project  # noqa: E402
 from ui import helpers as h  # noqa: E402
 from ui.plots import trajectory_figure  # noqa: E402
@@ -255,42 +255,39 @@ def search_ui(engine: SearchEngine, index: str) -> None:
 
 def upload_query(engine: SearchEngine):
     max_mb = int(st.get_option("server.maxUploadSize"))
-    types = ", ".join(f".{t}" for t in h.VIDEO_TYPES)
-    up = st.file_uploader(f"Video file ({types}; up to {max_mb} MB)", type=list(h.VIDEO_TYPES),
+    types = ", ".join(f".{t}" for t in uploads.VIDEO_TYPES)
+    up = st.file_uploader(f"Video file ({types}; up to {max_mb} MB)", type=list(uploads.VIDEO_TYPES),
                           key="upload_file", max_upload_size=max_mb)
     if up is None:
         st.session_state.pop("upload", None)
         return None
     held = st.session_state.get("upload")
+    limit = max_mb * 2**20
     try:
         if held is None or held["file_id"] != up.file_id:
-            suffix = h.check_upload(up.name, up.size, max_mb * 2**20)
             with st.spinner("Reading the video…"):
-                info = upload_call(engine.video_info, up, suffix)
-            held = {"file_id": up.file_id, "name": up.name, "type": suffix, "duration": info.duration_s,
-                    "segment": None, "features": None}
+                info = upload_call(engine.video_info, up, limit)
+            held = {"file_id": up.file_id, "name": up.name, "type": uploads.check_upload(up.name, up.size, limit),
+                    "duration": info.duration_s, "segment": None, "features": None}
             st.session_state.upload = held
         segment = segment_slider(engine, held)
         if held["features"] is None or held["segment"] != segment:
             with st.spinner("Embedding the query…"):
                 start, end = segment or (None, None)
-                held["features"], held["reconstruction"] = upload_call(engine.video_features, up, held["type"],
-                                                                       start, end)
+                held["features"], held["reconstruction"] = upload_call(engine.video_features, up, limit, start, end)
             held["segment"] = segment
-    except h.InputError as e:
+    except (uploads.InputError, SearchError) as e:
         st.session_state.pop("upload", None)
-        st.error(str(e))
+        st.error(h.md(e))  # the message quotes the upload's name: shown literally
         return None
     return ("upload", held["file_id"], held["segment"])
 
 
-def upload_call(fn, up, suffix: str, *args):
-    """fn(private copy of the upload, *args); an error names the upload, never the temp file."""
-    with h.private_copy(up.getvalue(), suffix) as tmp:
-        try:
-            return fn(tmp, *args)
-        except SearchError as e:
-            raise h.InputError(str(e).replace(str(tmp), h.quote(up.name))) from None
+def upload_call(fn, up, max_bytes: int, *args):
+    """fn(private copy of the upload, *args), the upload checked first (search.uploads.query_file: an
+    error names the upload, never the temp file)."""
+    with uploads.query_file(up.getvalue(), up.name, up.size, max_bytes) as tmp:
+        return fn(tmp, *args)
 
 
 def segment_slider(engine: SearchEngine, held: dict) -> tuple[float, float] | None:
@@ -320,9 +317,7 @@ def show_query(engine: SearchEngine, index: str, query) -> None:
         up = st.session_state.get("upload_file")
         held = st.session_state.upload
         if up is not None:
-            fmt = {".webm": "video/webm", ".mov": "video/quicktime", ".mkv": "video/x-matroska",
-                   ".avi": "video/x-msvideo"}.get(held["type"], "video/mp4")
-            st.video(up.getvalue(), format=fmt)
+            st.video(up.getvalue(), format=uploads.MEDIA_TYPES[held["type"].lstrip(".")])
         span = f" · {h.seconds(*held['segment'])}" if held.get("segment") else ""
         st.caption(f"uploaded {h.quote(held['name'])}{span} · {len(held['features'])} frames")
 
