@@ -6,7 +6,7 @@ library they do not use (the search engine needs numpy, FAISS and SQLAlchemy; ne
 from importlib import import_module
 
 _LAZY = {"SearchEngine": "engine", "Clip": "engine", "Hit": "engine", "SearchError": "engine",
-         "UnknownClipError": "engine", "MediaUnavailableError": "engine"}
+         "UnknownClipError": "engine", "UnreadableVideoError": "engine", "MediaUnavailableError": "engine"}
 __all__ = list(_LAZY)
 
 

@@ -38,11 +38,11 @@ from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 
-from lift.config import API_KEY_ENV, SearchDefaults, ServeOptions
+from lift.config import API_KEY_ENV, MOTION_WEIGHT, OVERLAP_MODES, SEARCH_K, ServeOptions
 from lift.errors import BackboneError, CheckpointError, LiftSearchError, UsageError
 
 from . import uploads
-from .engine import Clip, Hit, MediaUnavailableError, SearchEngine, UnknownClipError
+from .engine import Clip, Hit, MediaUnavailableError, SearchEngine, UnknownClipError, UnreadableVideoError
 
 log = logging.getLogger(__name__)
 
@@ -96,20 +96,19 @@ class SearchQuery(BaseModel):
     """What every search takes (query parameters)."""
     model_config = ConfigDict(extra="forbid")
 
-    k: int = Field(SearchDefaults.k, ge=1, le=MAX_K, description="number of results")
+    k: int = Field(SEARCH_K, ge=1, le=MAX_K, description="number of results")
     reverse: bool = Field(False, description="find the temporally opposite action")
-    motion: float = Field(SearchDefaults.motion, ge=0.0, le=1.0,
+    motion: float = Field(MOTION_WEIGHT, ge=0.0, le=1.0,
                           description="weight of motion in the score: 0 looks the same ... 1 moves the same")
-    within: list[str] | None = Field(None, description="only clips in these folders (repeat the parameter)")
-    overlap: Literal["distinct", "keep"] | None = Field(
-        None, description="overlapping windows of one video: `distinct` collapses them (the engine's default), "
-                          "`keep` shows every window")
+    within: list[str] | None = Field(None, description="only clips of videos under these folders (absolute "
+                                                       "paths; repeat the parameter: under any of them)")
+    overlap: Literal[OVERLAP_MODES] = Field(
+        OVERLAP_MODES[0], description="`distinct`: windows of one video that overlap in time are one hit, the "
+                                      "best; `keep`: every window")
 
     def engine_kwargs(self) -> dict:
-        """The engine's keyword arguments: the options given (the others keep the engine's defaults)."""
-        given = {"within": self.within, "overlap": self.overlap}
-        return {"k": self.k, "reverse": self.reverse, "motion": self.motion,
-                **{k: v for k, v in given.items() if v is not None}}
+        return {"k": self.k, "reverse": self.reverse, "motion": self.motion, "within": self.within,
+                "overlap": self.overlap}
 
 
 class ClipSearchQuery(SearchQuery):
@@ -121,8 +120,7 @@ class VideoSearchQuery(SearchQuery):
     end: float | None = Field(None, gt=0.0, description="query segment end, seconds (default: the video's end)")
 
     def engine_kwargs(self) -> dict:
-        given = {"start_s": self.start, "end_s": self.end}
-        return {**super().engine_kwargs(), **{k: v for k, v in given.items() if v is not None}}
+        return {**super().engine_kwargs(), "start_s": self.start, "end_s": self.end}
 
 
 class SearchOut(BaseModel):
@@ -169,8 +167,8 @@ ClipId = Annotated[int, PathParam(ge=1, lt=MAX_CLIP_ID, description="a clip's id
 # ---- errors -------------------------------------------------------------------------------------
 # a client's error -> its status; checked in order, the first class that matches wins
 STATUS = ((UnknownClipError, 404), (MediaUnavailableError, 404), (uploads.UploadTooLargeError, 413),
-          (uploads.UnsupportedUploadError, 415), (BackboneError, 503), (CheckpointError, 503),
-          (LiftSearchError, 400))
+          (uploads.UnsupportedUploadError, 415), (UnreadableVideoError, 415), (BackboneError, 503),
+          (CheckpointError, 503), (LiftSearchError, 400))
 
 
 def error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
@@ -268,11 +266,11 @@ def status(eng: Engine) -> StatusOut:
 @router.get("/clips", response_model=ClipPage, responses=ERRORS)
 def clips(eng: Engine, offset: Annotated[int, Query(ge=0)] = 0,
           limit: Annotated[int, Query(ge=1, le=ServeOptions.max_page_limit)] = ServeOptions.page_limit,
-          within: Annotated[list[str] | None, Query(description="only clips in these folders")] = None) -> ClipPage:
+          within: Annotated[list[str] | None, Query(description="only clips of videos under these folders")] = None
+          ) -> ClipPage:
     """A page of the library's clips, ordered by id."""
-    kw = {"within": within} if within else {}
-    return ClipPage(total=eng.count(**kw), offset=offset, limit=limit,
-                    clips=[ClipOut.of(c) for c in eng.clip_page(offset, limit, **kw)])
+    return ClipPage(total=eng.count(within), offset=offset, limit=limit,
+                    clips=[ClipOut.of(c) for c in eng.clip_page(offset, limit, within)])
 
 
 @router.get("/clips/{clip_id}", response_model=ClipOut, responses=ERRORS)
@@ -306,8 +304,7 @@ def clip_thumbnail(clip_id: ClipId, eng: Engine) -> Response:
 @router.get("/search", response_model=SearchOut, responses=ERRORS)
 def search_clip(q: Annotated[ClipSearchQuery, Query()], eng: Engine) -> SearchOut:
     """Clips like an indexed clip (itself excluded), best first; `reverse` finds the opposite action."""
-    kw = q.engine_kwargs()
-    hits = eng.search_clip(q.clip, **kw)
+    hits = eng.search_clip(q.clip, **q.engine_kwargs())
     return SearchOut(query=q, hits=[HitOut.of(h) for h in hits])
 
 

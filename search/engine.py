@@ -42,6 +42,10 @@ class UnknownClipError(SearchError, LookupError):
     """No clip with that id is served by this engine."""
 
 
+class UnreadableVideoError(SearchError):
+    """A query video that does not decode (not a video, damaged, no frames)."""
+
+
 class MediaUnavailableError(SearchError):
     """A clip's video file is gone, or lies outside the indexed folders: it is not served."""
 
@@ -241,7 +245,7 @@ class SearchEngine:
                         sampling=whole) as pool:
             decoded = next(pool.imap([str(path)], segments=[segment]))
         if decoded.error or not decoded.plans:
-            raise SearchError(f"cannot use {path} as a query: {decoded.error or 'no frames'}")
+            raise UnreadableVideoError(f"cannot use {path} as a query: {decoded.error or 'no frames'}")
         if segment is None and decoded.info.duration_s > self.sampling.max_single_s + 1e-9:
             raise SearchError(
                 f"{path} is {decoded.info.duration_s:.1f} s long: 16 frames spread over all of it would describe "
@@ -260,7 +264,7 @@ class SearchEngine:
         with DecodePool(workers=1, timeout_s=DECODE_TIMEOUT_S, short_side=16, sampling=self.sampling) as pool:
             decoded = next(pool.imap([str(path)], segments=[(0.0, 0.0)]))  # one frame decoded
         if decoded.error or decoded.info is None:
-            raise SearchError(f"cannot use {path} as a query: {decoded.error or 'no frames'}")
+            raise UnreadableVideoError(f"cannot use {path} as a query: {decoded.error or 'no frames'}")
         return decoded.info
 
     def backbone(self):

@@ -78,8 +78,8 @@ def private_copy(data: bytes | BinaryIO, suffix: str) -> Iterator[Path]:
 @contextmanager
 def query_file(data: bytes | BinaryIO, name: str, size: int, max_bytes: int) -> Iterator[Path]:
     """`check_upload`, then `private_copy`: the path of the upload's private copy. A SearchError raised
-    inside the block that names that copy (the engine could not decode it) becomes an
-    UnsupportedUploadError naming the upload instead."""
+    inside the block that names that copy (the engine could not decode it, ...) is raised again, of the
+    same class, naming the upload instead."""
     suffix = check_upload(name, size, max_bytes)
     with private_copy(data, suffix) as path:
         try:
@@ -87,4 +87,4 @@ def query_file(data: bytes | BinaryIO, name: str, size: int, max_bytes: int) -> 
         except SearchError as e:
             if str(path) not in str(e):
                 raise
-            raise UnsupportedUploadError(str(e).replace(str(path), quote(name))) from None
+            raise type(e)(str(e).replace(str(path), quote(name))) from None

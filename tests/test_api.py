@@ -8,11 +8,13 @@ searches while an index run writes. The import test: no torch for the search eng
 from __future__ import annotations
 
 import http.client
+import io
 import json
 import os
 import random
 import shutil
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -25,10 +27,9 @@ import numpy as np
 import pytest
 
 from indexer.pipeline import run_index
-from search import SearchEngine
+from search import SearchEngine, SearchError, UnreadableVideoError, uploads
 from search.cli import main
-from tests.conftest import small_options
-from tests.index_driver import Driver, good_videos, make_library
+from tests.helpers import good_videos, make_library, small_options
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "k" * 8 + "-test-key-0123456789"
@@ -164,7 +165,7 @@ def test_clip_search_gives_the_clis_hits_forward_reverse_and_motion(api, small_i
         assert r.status_code == 200, r.text
         body = r.json()
         assert body["query"] == {"clip": clip, "k": 6, "reverse": reverse, "motion": motion, "within": None,
-                                 "overlap": None}
+                                 "overlap": "distinct"}
         cli = cli_json(capsys, "search", "--index", str(small_index), "--clip", str(clip), "-k", "6",
                        "--motion", str(motion), *(["--reverse"] if reverse else []))
         assert body["hits"] == cli and len(cli) == 6  # the same hits, every field
@@ -320,6 +321,32 @@ def test_odd_library_symlink_and_undecodable_names(odd_index, tmp_path):
         s.stop()
 
 
+def test_check_upload_private_copy_and_query_file(tmp_path):
+    """The checks the app and the API share (search.uploads): the name only gives the type."""
+    assert uploads.check_upload("../../A.MP4", 10, 100) == ".mp4"
+    assert uploads.check_upload("C:\\x\\clip.webm", 10, 100) == ".webm"
+    for name, size, error in [("a.mp4", 0, uploads.InputError), ("a.mp4", 101, uploads.UploadTooLargeError),
+                              ("a.gif", 5, uploads.UnsupportedUploadError), ("mp4", 5, uploads.UnsupportedUploadError),
+                              (".mp4", 5, uploads.UnsupportedUploadError)]:
+        with pytest.raises(error):
+            uploads.check_upload(name, size, 100)
+    for data in (b"data", io.BytesIO(b"data")):
+        with uploads.private_copy(data, ".mkv") as p:
+            assert p.name == "query.mkv" and p.read_bytes() == b"data"
+            assert stat.S_IMODE(p.parent.stat().st_mode) == 0o700 and stat.S_IMODE(p.stat().st_mode) == 0o600
+        assert not p.exists() and not p.parent.exists()
+    with pytest.raises(uploads.InputError):
+        with uploads.private_copy(b"x", "/../../etc/x"):
+            pass
+    with pytest.raises(UnreadableVideoError, match="^cannot use “../x.mp4” as a query: broken$") as e:
+        with uploads.query_file(b"x", "../x.mp4", 1, 100) as p:
+            raise UnreadableVideoError(f"cannot use {p} as a query: broken")
+    assert "lift-search-query-" not in str(e.value)
+    with pytest.raises(SearchError, match="^k must be"):  # an error that does not name the file: as it is
+        with uploads.query_file(b"x", "x.mp4", 1, 100):
+            raise SearchError("k must be at least 1")
+
+
 # ---- the API key, and errors ------------------------------------------------------------------------------
 def test_beyond_loopback_needs_an_api_key_on_every_request(small_index, tmp_path):
     env = {"LIFT_SEARCH_API_KEY": ""}
@@ -371,13 +398,6 @@ def test_a_bug_is_a_generic_500_with_the_traceback_in_the_log_only(small_index, 
 
 
 # ---- searches while an index run writes -----------------------------------------------------------------
-@pytest.fixture(scope="module")
-def driver(tmp_path_factory):
-    d = Driver(tmp_path_factory.mktemp("driver"))
-    yield d
-    d.close()
-
-
 def test_searches_during_an_index_run_never_fail_and_then_see_the_new_clips(driver, tmp_path):
     videos = make_library(tmp_path / "videos", groups=("left_right", "up_down"))
     index = tmp_path / "idx"
@@ -446,17 +466,27 @@ def test_search_engine_and_server_import_no_model(small_index):
     assert r.stdout.strip() == "[]"
 
 
-@pytest.mark.xfail(reason="issue 16: SearchEngine.search_clip/search_video do not take within/overlap/start_s/end_s "
-                          "yet; the API passes them through", strict=True)
-def test_within_overlap_and_segment_are_passed_to_the_engine(api, small_index, small_library):
+def test_within_overlap_and_segment(api, small_index, small_library):
+    """The API passes `within`, `overlap` and an upload's segment to the engine: the hits are the engine's."""
     engine = SearchEngine.open(small_index)
-    clip = engine.clip_page(0, 1)[0]
-    folder = str(Path(clip.video_path).parent)
-    r = api.get("/search", params={"clip": clip.clip_id, "within": folder, "overlap": "keep"})
-    assert r.status_code == 200, r.text
-    assert all(Path(h["video_path"]).parent == Path(folder) for h in r.json()["hits"])
+    library, _ = small_library
+    folder = str(next(p for p in sorted(library.iterdir()) if p.is_dir()))
+    clip = engine.clip_page(0, 1, within=[folder])[0]
+    for overlap in ("distinct", "keep"):
+        r = api.get("/search", params={"clip": clip.clip_id, "within": [folder, folder + "/none"], "overlap": overlap})
+        want = engine.search_clip(clip.clip_id, within=[folder, folder + "/none"], overlap=overlap)
+        assert r.status_code == 200 and [h["clip_id"] for h in r.json()["hits"]] == [h.clip_id for h in want]
+        assert all(h["video_path"].startswith(folder + "/") for h in r.json()["hits"]) and want
     page = api.get("/clips", params={"within": folder}).json()
-    assert page["total"] and all(Path(c["video_path"]).parent == Path(folder) for c in page["clips"])
-    video = Path(clip.video_path).read_bytes()
-    r = api.post("/search", params={"start": 0.5, "end": 1.5}, files={"video": ("q.webm", video)})
+    assert page["total"] == engine.count([folder]) == len([c for c in engine.clips() if c.video_path.startswith(folder)])
+    assert 0 < page["total"] < 16 and all(c["video_path"].startswith(folder + "/") for c in page["clips"])
+    assert is_error(api.get("/search", params={"clip": clip.clip_id, "within": "/nowhere"}), 400, "no indexed clip")
+    assert is_error(api.get("/search", params={"clip": clip.clip_id, "overlap": "merge"}), 422, "overlap")
+
+    video = Path(clip.video_path)
+    r = api.post("/search", params={"start": 0.5, "end": 1.5, "k": 3}, files={"video": ("q.webm", video.read_bytes())})
+    want = engine.search_video(video, k=3, start_s=0.5, end_s=1.5)
     assert r.status_code == 200, r.text
+    assert [(h["clip_id"], round(h["score"], 4)) for h in r.json()["hits"]] == [(h.clip_id, round(h.score, 4)) for h in want]
+    assert is_error(api.post("/search", params={"start": 2.0, "end": 1.0}, files={"video": ("q.webm", video.read_bytes())}),
+                    400, "")
