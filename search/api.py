@@ -160,7 +160,7 @@ class ErrorOut(BaseModel):
     status: int
 
 
-ERRORS = {code: {"model": ErrorOut} for code in (400, 401, 404, 413, 415, 416, 422)}
+ERRORS = {code: {"model": ErrorOut} for code in (400, 401, 404, 411, 413, 415, 416, 422, 500, 503)}
 ClipId = Annotated[int, PathParam(ge=1, lt=MAX_CLIP_ID, description="a clip's id (from /clips or a search)")]
 
 
@@ -202,7 +202,6 @@ def add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, e: HTTPException):
         return error(e.status_code, str(e.detail), headers=getattr(e, "headers", None))
-
 
 
 # ---- the engine, reopened when the index changes ----------------------------------------------
@@ -414,7 +413,8 @@ def api_key_for(host: str, api_key: str | None) -> str | None:
     key = api_key if api_key is not None else os.environ.get(API_KEY_ENV) or None
     if key is None and not is_loopback(host):
         raise UsageError(f"serving on {host} (beyond this machine) needs an API key: set {API_KEY_ENV} (or pass "
-                         f"--api-key), e.g. {API_KEY_ENV}=$(python -c 'import secrets; print(secrets.token_urlsafe(32))')")
+                         f"--api-key), e.g. {API_KEY_ENV}=$(python -c 'import secrets; "
+                         f"print(secrets.token_urlsafe(32))')")
     if key is not None and len(key) < ServeOptions.min_api_key_chars:
         raise UsageError(f"the API key is {len(key)} characters; use at least {ServeOptions.min_api_key_chars}")
     return key
