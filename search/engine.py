@@ -184,10 +184,11 @@ class SearchEngine:
 
     def clip(self, clip_id: int) -> Clip:
         with self.sessions() as s:
-            row = s.get(ClipRow, int(clip_id))
-            if row is None or row.id in self._hidden:
-                raise UnknownClipError(f"no clip with id {clip_id} in this index")
-            return Clip(row.id, row.video.path, row.start_s, row.end_s)
+            row = s.execute(select(ClipRow.id, Video.path, ClipRow.start_s, ClipRow.end_s).join(Video)
+                            .where(ClipRow.id == int(clip_id))).first()
+        if row is None or row[0] in self._hidden:
+            raise UnknownClipError(f"no clip with id {clip_id} in this index")
+        return Clip(*row)
 
     def failures(self) -> list[tuple[str, str]]:
         with self.sessions() as s:
@@ -338,11 +339,11 @@ class SearchEngine:
         d = self.dim // 2
         stored = self.store.vectors(ids)                       # (n, 2d)
         static, dynamic = stored[:, :d] @ m, stored[:, d:] @ dyn
-        with self.sessions() as s:
-            rows = {r.id: r for r in s.scalars(select(ClipRow).where(ClipRow.id.in_(ids)))}
-            hits = [Hit(i, rows[i].video.path, rows[i].start_s, rows[i].end_s,
-                        float((1 - motion) * st + motion * dy), float(st), float(dy))
-                    for i, st, dy in zip(ids, static, dynamic) if i in rows]
+        with self.sessions() as s:  # one query (clip and video rows joined), not one per hit
+            rows = {r[0]: r for r in s.execute(select(ClipRow.id, Video.path, ClipRow.start_s, ClipRow.end_s)
+                                               .join(Video).where(ClipRow.id.in_(ids)))}
+        hits = [Hit(*rows[i], float((1 - motion) * st + motion * dy), float(st), float(dy))
+                for i, st, dy in zip(ids, static, dynamic) if i in rows]
         hits.sort(key=lambda h: -h.score)
         return hits
 
