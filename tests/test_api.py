@@ -29,7 +29,7 @@ import pytest
 from indexer.pipeline import run_index
 from search import SearchEngine, SearchError, UnreadableVideoError, uploads
 from search.cli import main
-from tests.helpers import good_videos, make_library, small_options
+from tests.helpers import good_videos, make_library, record, small_options
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "k" * 8 + "-test-key-0123456789"
@@ -448,6 +448,8 @@ def test_searches_during_an_index_run_never_fail_and_then_see_the_new_clips(driv
     assert errors == [] and during >= 20, (errors[:3], counts)
     assert 4 in counts["clips"] and 10 in counts["clips"]  # served the old library, then the new one
     assert "reopened" in (tmp_path / "log").read_text()
+    record("serve_concurrency", {"http_searches_during_indexing": during, "http_searches_total": counts["searches"],
+                                 "pages_total": counts["pages"], "clients": len(threads), "errors": len(errors)})
 
 
 # ---- cold start --------------------------------------------------------------------------------------
