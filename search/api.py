@@ -11,8 +11,9 @@
 Nothing a client sends is used as a path: videos are served by clip id only (SearchEngine.video_file
 serves a file only if it lies inside the indexed folders once every symlink is resolved) and uploads
 are copied under a generated name (search.uploads). Every error is JSON, {"error": message, "status":
-code}: a LiftSearchError is the client's to fix (4xx with its message); anything else is a bug (500,
-a generic message; the traceback goes to the server's log only).
+code}: a LiftSearchError is the client's to fix (4xx with its message; 503 when the index's backbone or
+LiFT cannot be loaded); anything else is a bug (500, a generic message; the traceback goes to the
+server's log only).
 
 The engine is opened once and reopened when an index run saves new vectors (one request reopens it;
 the others go on with the engine they have), so searches keep working, and see new clips, while an

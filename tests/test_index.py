@@ -191,7 +191,8 @@ def test_cli_index_search_status_json(small_library, tmp_path):
                          capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr
     hits = json.loads(out.stdout)
-    assert len(hits) == 3 and set(hits[0]) == {"rank", "score", "clip_id", "video_path", "start_s", "end_s"}
+    assert len(hits) == 3 and set(hits[0]) == {"rank", "score", "static_score", "dynamic_score", "clip_id",
+                                              "video_path", "start_s", "end_s"}
     assert hits[0]["video_path"] == str(files[0])
     out = subprocess.run(cli + ["status", "--index", str(index), "--json"], capture_output=True, text=True,
                          env=env, timeout=300)
