@@ -98,6 +98,8 @@ class IndexOptions:
     batch_frames: int = 128         # frames per backbone call, gathered across videos
     checkpoint_videos: int = 256    # videos per database + vector checkpoint
     progress: bool = True
+    db: str | None = None           # where a new index keeps its metadata: a SQLAlchemy URL such as
+                                    # postgresql://user@host/dbname; None: the SQLite file IDX/index.db
 
 
 MAX_UPLOAD_MB = 200  # largest query video the app and the HTTP API accept

@@ -80,7 +80,7 @@ def cmd_index(a) -> int:
     opts = IndexOptions(backbone=a.backbone, backbone_weights=a.backbone_weights, lift=a.lift, refit=a.refit,
                         fit_options_given=given, device=a.device, workers=a.workers, timeout_s=a.timeout,
                         sampling=Sampling(window_s=a.window, stride_s=a.stride, max_single_s=a.max_single),
-                        train=train, progress=not a.json)
+                        train=train, progress=not a.json, db=a.db)
     report = run_index(a.dirs, a.index, opts)
     if a.json:
         print(json.dumps(report.to_dict(), indent=1))
@@ -130,6 +130,7 @@ def cmd_status(a) -> int:
         return 0
     print(f"index {st['index']}: {st['videos']} videos, {st['clips']} clips, {st['vectors']} vectors, "
           f"{st['failures']} failures, {st['disk_bytes'] / 1e6:.1f} MB")
+    print(f"metadata in {st['metadata']}")
     rm = st["read_modes"]
     print(f"frames read by seeking: {rm['seek']} videos; in order: {rm['sequential']} (their seeks land on wrong "
           f"frames)" + (f"; not recorded: {rm['unknown']} (indexed by an older version)" if rm["unknown"] else ""))
@@ -184,12 +185,14 @@ def cmd_ui(a) -> int:
 
     example: lift-search ui --index ~/videos.lift --port 8501
     """
+    from indexer.library import IndexDir
+
     app = Path(__file__).resolve().parent.parent / "ui" / "app.py"
     cmd = [sys.executable, "-m", "streamlit", "run", str(app), "--server.address", a.host,
            "--server.port", str(a.port), "--server.headless", "true", "--server.enableXsrfProtection", "true",
            "--server.maxUploadSize", str(a.max_upload_mb), "--browser.gatherUsageStats", "false",
            "--", "--index", str(a.index)]
-    if not Path(a.index, "index.db").is_file():
+    if not IndexDir(a.index).exists():
         raise IndexNotFoundError(f"no lift-search index at {a.index}")
     os.execv(sys.executable, cmd)  # become the server: Ctrl-C and SIGTERM reach it directly
 
@@ -289,6 +292,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp = _verb(sub, "index", cmd_index)
     sp.add_argument("dirs", nargs="+", help="folders of videos (scanned recursively)")
     sp.add_argument("--index", required=True, help="index folder (created if missing)")
+    sp.add_argument("--db", metavar="URL",
+                    help="where a new index keeps its metadata: a database URL such as postgresql://user@host:5432/"
+                         "dbname (its own schema there; the password from PGPASSWORD or ~/.pgpass; recorded in the "
+                         "index folder, so other commands need only --index). Default: the SQLite file IDX/index.db")
     sp.add_argument("--backbone", help=f"dinov2-vits14-reg (needs its weights), efficientnet-lite0 (offline), "
                                        f"timm:NAME (default: the index's own; {DEFAULT_BACKBONE} for a new index)")
     sp.add_argument("--backbone-weights", help="local weights file for the backbone (default: the index's recorded "

@@ -16,16 +16,16 @@ from pathlib import Path
 
 import numpy as np
 from sqlalchemy import or_, select
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError
 
 from db import Clip as ClipRow
-from db import Failure, Video, all_settings, has_column, open_db
+from db import Failure, MetadataDbError, Video, all_settings, has_column, open_db
+from db.schema import bytes_form
 from indexer.decode import READ_MODES
 from indexer.library import IndexDir, VideoFeatures
 from indexer.lock import IndexLock, IndexLocked
 from indexer.reconcile import disagreement, reconcile
 from indexer.store import VectorStore
-from db.session import bytes_form
 from lift.config import DECODE_TIMEOUT_S, MOTION_WEIGHT, OVERLAP_MODES, SEARCH_K, Sampling
 from lift.errors import CheckpointError, EmptyIndexError, IndexNotFoundError, LiftSearchError
 from lift.files import SAFETENSORS_META_KEY, safetensors_metadata
@@ -119,7 +119,7 @@ class SearchEngine:
                         store.save(idx.vectors)
             except IndexLocked:
                 pass
-            except (OSError, OperationalError) as e:  # read-only folder or disk: the ids stay hidden
+            except (OSError, DBAPIError, MetadataDbError) as e:  # read-only folder, disk or database: ids hidden
                 log.info("cannot repair the index %s (%s): serving it without repairs", idx.root, e)
         if "lift_hash" not in store.meta:
             raise EmptyIndexError(f"the index at {idx.root} holds no vectors yet")
@@ -390,7 +390,8 @@ class SearchEngine:
         # "unknown" ones were indexed before this was recorded
         read_modes = {m: modes.get(m, 0) for m in READ_MODES} | {"unknown": modes.get(None, 0)}
         disk = sum(f.stat().st_size for f in self.idx.root.rglob("*") if f.is_file())
-        return {"index": str(self.idx.root), **counts, "vectors": len(self.store), "read_modes": read_modes,
+        return {"index": str(self.idx.root), "metadata": str(self.idx.db), **counts, "vectors": len(self.store),
+                "read_modes": read_modes,
                 "failure_reasons": [{"path": p, "reason": r} for p, r in self.failures()],
                 "backbone": self.settings.get("backbone"), "backbone_record": self.settings.get("backbone_record"),
                 "lift": self.settings.get("lift"),
