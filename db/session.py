@@ -116,7 +116,8 @@ def _postgres_engine(db: Database, write: bool) -> Engine:
                 _add_missing_columns(conn)
         else:
             with engine.connect() as conn:
-                missing = [t for t in TABLES if conn.exec_driver_sql(f"SELECT to_regclass('{t}')").scalar() is None]
+                found = conn.exec_driver_sql("SELECT " + ", ".join(f"to_regclass('{t}')" for t in TABLES)).one()
+            missing = [t for t, oid in zip(TABLES, found) if oid is None]
             if missing:
                 raise MetadataDbError(f"the metadata database {db} holds no lift-search tables ({', '.join(missing)}"
                                       f" missing): the index's first `lift-search index` run has not started "
