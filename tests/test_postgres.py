@@ -18,8 +18,7 @@ from db import Video, delete_videos, open_db
 from indexer.library import IndexDir
 from indexer.pipeline import IndexWriteError, run_index
 from search import SearchEngine
-from tests.helpers import small_options
-from tests.helpers import copy_index, differences, snapshot
+from tests.helpers import copy_index, differences, small_options, snapshot
 
 ROOT = Path(__file__).resolve().parent.parent
 
