@@ -1,6 +1,8 @@
 """The index directory and its per-video feature cache, shared by the indexer, search and the UI.
 
-    IDX/index.db                  SQLite metadata (db/)
+    IDX/index.db                  SQLite metadata (db/), by default
+    IDX/metadata.json             where the metadata lives otherwise (`index --db URL`): the URL, never
+                                  with a password, and the index's own PostgreSQL schema
     IDX/vectors/                  clip descriptors (store.py): segments listed by manifest.json, which names
                                   the LiFT weights used (IDX/vectors.faiss in indexes of lift-search 0.1)
     IDX/models/<hash>.safetensors LiFT weights, named by content hash
@@ -16,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from db import Database, MetadataDbError
+from db.location import new_schema
 from lift.files import atomic_write
 
 from .clips import ClipPlan, VideoInfo
@@ -26,7 +30,8 @@ THUMB_HEIGHT = 96
 class IndexDir:
     def __init__(self, root: str | Path):
         self.root = Path(root).absolute()
-        self.db = self.root / "index.db"
+        self.sqlite = self.root / "index.db"
+        self.metadata_file = self.root / "metadata.json"
         self.vectors = self.root / "vectors"                 # the vector store's folder
         self.legacy_vectors = self.root / "vectors.faiss"    # lift-search 0.1's single file, migrated when met
         self.models = self.root / "models"
@@ -39,7 +44,45 @@ class IndexDir:
         return self.features / f"{content_hash}.npz"
 
     def exists(self) -> bool:
-        return self.db.is_file()
+        return self.sqlite.is_file() or self.metadata_file.is_file()
+
+    @property
+    def db(self) -> Database:
+        """Where this index's metadata lives: as metadata.json records, else the SQLite file index.db."""
+        if not self.metadata_file.is_file():
+            return Database.sqlite(self.sqlite)
+        try:
+            record = json.loads(self.metadata_file.read_text())
+            return Database.parse(record["url"], record.get("schema"))
+        except (ValueError, KeyError, TypeError) as e:
+            raise MetadataDbError(f"{self.metadata_file} is damaged ({e!r}); it names the database that holds "
+                                  f"this index's metadata") from None
+        except MetadataDbError as e:
+            raise MetadataDbError(f"{self.metadata_file}: {e}") from None
+
+    def choose_db(self, url: str | None) -> Database:
+        """The database an index run writes (the caller holds the indexer lock): an existing index's own,
+        which `url` may only repeat; for a new index the one at `url` (on PostgreSQL in a new schema of its
+        own; recorded in metadata.json first, so that a run killed before its first commit comes back to
+        it), or by default index.db."""
+        if url is None:
+            return self.db
+        asked = Database.parse(url)
+        if self.exists():
+            own = self.db
+            if not asked.same_server_and_database(own):
+                raise MetadataDbError(f"the index at {self.root} keeps its metadata in {own}, not {asked}: --db "
+                                      f"only chooses where a new index keeps it (leave it out, or use another "
+                                      f"--index folder)")
+            return own
+        if asked.same_server_and_database(Database.sqlite(self.sqlite)):
+            return self.db  # the default, said out loud
+        if asked.backend == "postgresql":
+            asked = Database(asked.url, new_schema(self.root))
+        self.root.mkdir(parents=True, exist_ok=True)
+        with atomic_write(self.metadata_file) as f:
+            f.write(json.dumps(asked.record(), indent=1).encode() + b"\n")
+        return asked
 
 
 @dataclass

@@ -12,18 +12,17 @@ import os
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
+from itertools import groupby
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
-from itertools import groupby
-
 from sqlalchemy import delete, func, insert, select, update
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError
 from tqdm.auto import tqdm
 
-from db import Clip, Failure, Video, delete_videos, get_setting, open_db, set_setting
+from db import Clip, Failure, Video, delete_videos, get_setting, open_db, set_setting, write_refused
 from lift import LiFT
 from lift.backbones import Backbone, BackboneMismatch, BackboneRecord, load_backbone
 from lift.checkpoint import download_official, load_checkpoint, model_digest
@@ -111,14 +110,14 @@ def run_index(roots: list[str | Path], index_dir: str | Path, opts: IndexOptions
         with IndexLock(idx.root):
             try:
                 _run_locked(roots, idx, opts, report, run)
-            except (OSError, OperationalError) as e:
+            except (OSError, DBAPIError) as e:
                 if _cannot_write(e, idx):
                     _clean_temp(idx)
                 raise
-    except (OSError, OperationalError) as e:
+    except (OSError, DBAPIError) as e:
         if not _cannot_write(e, idx):
             raise
-        why = e.strerror if isinstance(e, OSError) else str(e.orig)
+        why = e.strerror if isinstance(e, OSError) else str(e.orig).strip()
         raise IndexWriteError(
             f"cannot write the index at {idx.root}: {why}. The run stopped; the index is as its last "
             f"completed checkpoint left it, and searches keep working. Free some space or fix the "
@@ -131,7 +130,7 @@ def _run_locked(roots, idx: IndexDir, opts: IndexOptions, report: IndexReport, r
     testpoint("start")
     _preflight_model(opts)  # before anything is written
     _clean_temp(idx)
-    sessions = open_db(idx.db, write=True)
+    sessions = open_db(idx.choose_db(opts.db), write=True)
     device = resolve_device(opts.device)
     backbone = _open_backbone(sessions, opts, device)  # refuses other weights or preprocessing, before any work
     report.backbone = {"name": backbone.name, "device": str(backbone.device), "runtime": backbone.runtime}
@@ -166,9 +165,9 @@ def _run_locked(roots, idx: IndexDir, opts: IndexOptions, report: IndexReport, r
 
 
 def _cannot_write(e: Exception, idx: IndexDir) -> bool:
-    """Is `e` the index folder refusing a write (full, read-only, no permission)?"""
-    if isinstance(e, OperationalError):
-        return any(m in str(e.orig) for m in ("disk is full", "readonly", "disk I/O", "unable to open"))
+    """Is `e` the index folder or its database refusing a write (full, read-only, no permission)?"""
+    if isinstance(e, DBAPIError):
+        return write_refused(e)
     if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
         return True
     where = e.filename

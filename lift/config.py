@@ -1,14 +1,15 @@
 """Every option of lift-search with its default, defined once.
 
 No torch here: the command line builds its ``--help`` from these classes, and a command that needs no
-model must not pay for importing one. Three groups:
+model must not pay for importing one. Four groups:
 
 * :class:`Sampling`: how a video is cut into clips and which frames a clip samples (recorded in an index;
   clips of different samplings are not comparable);
 * :class:`TrainConfig`: how lift-search trains a LiFT (``lift-search train`` and ``index --lift fit`` both
   use it, so they train the same recipe unless told otherwise);
 * :class:`StoreConfig`: how the vector store keeps its files and when it searches approximately;
-* :class:`IndexOptions`: everything else an index run is given.
+* :class:`IndexOptions`: everything else an index run is given;
+* :class:`ServeOptions`: the HTTP API (``lift-search serve``).
 """
 from __future__ import annotations
 
@@ -125,3 +126,24 @@ class IndexOptions:
     ann: str | None = None          # vector search: auto | flat | ivf (ANN_MODES); None: the index's own (auto if new)
     store: StoreConfig = field(default_factory=StoreConfig)
     progress: bool = True
+    db: str | None = None           # where a new index keeps its metadata: a SQLAlchemy URL such as
+                                    # postgresql://user@host/dbname; None: the SQLite file IDX/index.db
+
+
+MAX_UPLOAD_MB = 200  # largest query video the app and the HTTP API accept
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """`lift-search serve`: the HTTP API (search.api)."""
+
+    host: str = "127.0.0.1"         # loopback only; any other address needs an API key
+    port: int = 8600
+    max_upload_mb: int = MAX_UPLOAD_MB
+    video_queries: int = 1          # uploaded-video searches run at once (each uses every core); others wait
+    page_limit: int = 100           # clips per page of GET /clips, by default ...
+    max_page_limit: int = 1000      # ... and at most
+    min_api_key_chars: int = 16
+
+
+API_KEY_ENV = "LIFT_SEARCH_API_KEY"  # where `lift-search serve` reads its API key if --api-key is not given

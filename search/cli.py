@@ -14,8 +14,8 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from lift.config import (ANN_MODES, DECODE_TIMEOUT_S, DEFAULT_BACKBONE, MOTION_WEIGHT, OVERLAP_MODES, SEARCH_K,
-                         IndexOptions, Sampling, StoreConfig, TrainConfig)
+from lift.config import (ANN_MODES, API_KEY_ENV, DECODE_TIMEOUT_S, DEFAULT_BACKBONE, MAX_UPLOAD_MB, MOTION_WEIGHT,
+                         OVERLAP_MODES, SEARCH_K, IndexOptions, Sampling, ServeOptions, StoreConfig, TrainConfig)
 from lift.errors import IndexNotFoundError, LiftSearchError, UsageError
 
 log = logging.getLogger("lift-search")
@@ -82,7 +82,7 @@ def cmd_index(a) -> int:
     opts = IndexOptions(backbone=a.backbone, backbone_weights=a.backbone_weights, lift=a.lift, refit=a.refit,
                         fit_options_given=given, device=a.device, workers=a.workers, timeout_s=a.timeout,
                         sampling=Sampling(window_s=a.window, stride_s=a.stride, max_single_s=a.max_single),
-                        train=train, progress=not a.json, ann=a.ann)
+                        train=train, progress=not a.json, ann=a.ann, db=a.db)
     report = run_index(a.dirs, a.index, opts)
     if a.json:
         print(json.dumps(report.to_dict(), indent=1))
@@ -140,6 +140,7 @@ def cmd_status(a) -> int:
         return 0
     print(f"index {st['index']}: {st['videos']} videos, {st['clips']} clips, {st['vectors']} vectors, "
           f"{st['failures']} failures, {st['disk_bytes'] / 1e6:.1f} MB")
+    print(f"metadata in {st['metadata']}")
     rm = st["read_modes"]
     print(f"frames read by seeking: {rm['seek']} videos; in order: {rm['sequential']} (their seeks land on wrong "
           f"frames)" + (f"; not recorded: {rm['unknown']} (indexed by an older version)" if rm["unknown"] else ""))
@@ -212,14 +213,30 @@ def cmd_ui(a) -> int:
 
     example: lift-search ui --index ~/videos.lift --port 8501
     """
+    from indexer.library import IndexDir
+
     app = Path(__file__).resolve().parent.parent / "ui" / "app.py"
     cmd = [sys.executable, "-m", "streamlit", "run", str(app), "--server.address", a.host,
            "--server.port", str(a.port), "--server.headless", "true", "--server.enableXsrfProtection", "true",
            "--server.maxUploadSize", str(a.max_upload_mb), "--browser.gatherUsageStats", "false",
            "--", "--index", str(a.index)]
-    if not Path(a.index, "index.db").is_file():
+    if not IndexDir(a.index).exists():
         raise IndexNotFoundError(f"no lift-search index at {a.index}")
     os.execv(sys.executable, cmd)  # become the server: Ctrl-C and SIGTERM reach it directly
+
+
+def cmd_serve(a) -> int:
+    """Serve the index over HTTP for other programs (a JSON API; its docs at http://HOST:PORT/docs).
+
+    Bound to 127.0.0.1 unless --host says otherwise; any other address needs an API key (--api-key or
+    the LIFT_SEARCH_API_KEY environment variable), which every request must then send (X-API-Key header).
+
+    example: lift-search serve --index ~/videos.lift --port 8600
+    """
+    from search.api import serve
+
+    serve(a.index, ServeOptions(host=a.host, port=a.port, max_upload_mb=a.max_upload_mb), api_key=a.api_key)
+    return 0
 
 
 def cmd_eval_chiral(a) -> int:
@@ -303,6 +320,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp = _verb(sub, "index", cmd_index)
     sp.add_argument("dirs", nargs="+", help="folders of videos (scanned recursively)")
     sp.add_argument("--index", required=True, help="index folder (created if missing)")
+    sp.add_argument("--db", metavar="URL",
+                    help="where a new index keeps its metadata: a database URL such as postgresql://user@host:5432/"
+                         "dbname (its own schema there; the password from PGPASSWORD or ~/.pgpass; recorded in the "
+                         "index folder, so other commands need only --index). Default: the SQLite file IDX/index.db")
     sp.add_argument("--backbone", help=f"dinov2-vits14-reg (needs its weights), efficientnet-lite0 (offline), "
                                        f"timm:NAME (default: the index's own; {DEFAULT_BACKBONE} for a new index)")
     sp.add_argument("--backbone-weights", help="local weights file for the backbone (default: the index's recorded "
@@ -373,7 +394,17 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--index", required=True)
     sp.add_argument("--host", default="127.0.0.1")
     sp.add_argument("--port", type=int, default=8501)
-    sp.add_argument("--max-upload-mb", type=int, default=200)
+    sp.add_argument("--max-upload-mb", type=int, default=MAX_UPLOAD_MB)
+
+    serve = ServeOptions()
+    sp = _verb(sub, "serve", cmd_serve)
+    sp.add_argument("--index", required=True)
+    sp.add_argument("--host", default=serve.host, help="address to bind (default %(default)s: this machine only)")
+    sp.add_argument("--port", type=int, default=serve.port, help="(default %(default)s)")
+    sp.add_argument("--api-key", help=f"key every request must send (default: ${API_KEY_ENV}; required "
+                                      f"beyond loopback; prefer the variable: arguments show in `ps`)")
+    sp.add_argument("--max-upload-mb", type=int, default=serve.max_upload_mb,
+                    help="largest query video accepted (default %(default)s)")
 
     _add_eval(sub)
     return p

@@ -19,17 +19,17 @@ from pathlib import Path
 
 import numpy as np
 from sqlalchemy import and_, func, or_, select
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError
 
 from db import Clip as ClipRow
-from db import Failure, Video, all_settings, has_column, open_db
+from db import Failure, MetadataDbError, Video, all_settings, has_column, open_db
+from db.schema import bytes_form
 from indexer.decode import READ_MODES
 from indexer.library import IndexDir, VideoFeatures
 from indexer.lock import IndexLock, IndexLocked
 from indexer.reconcile import disagreement, reconcile
 from indexer.segments import MANIFEST
 from indexer.store import VectorStore
-from db.session import bytes_form
 from lift.config import DECODE_TIMEOUT_S, MOTION_WEIGHT, OVERLAP_MODES, SEARCH_K, Sampling
 from lift.errors import CheckpointError, EmptyIndexError, IndexNotFoundError, LiftSearchError
 from lift.files import SAFETENSORS_META_KEY, safetensors_metadata
@@ -41,6 +41,18 @@ _CLIP_ROWS = select(ClipRow.id, Video.path, ClipRow.start_s, ClipRow.end_s).join
 
 class SearchError(LiftSearchError, ValueError):
     """Bad query input (unknown clip, bad weight, unreadable video); the message says which."""
+
+
+class UnknownClipError(SearchError, LookupError):
+    """No clip with that id is served by this engine."""
+
+
+class UnreadableVideoError(SearchError):
+    """A query video that does not decode (not a video, damaged, no frames)."""
+
+
+class MediaUnavailableError(SearchError):
+    """A clip's video file is gone, or lies outside the indexed folders: it is not served."""
 
 
 @dataclass(frozen=True)
@@ -63,7 +75,8 @@ class Hit:
     rank: int = 0
 
     def to_dict(self) -> dict:
-        return {"rank": self.rank, "score": round(self.score, 6), "clip_id": self.clip_id,
+        return {"rank": self.rank, "score": round(self.score, 6), "static_score": round(self.static_score, 6),
+                "dynamic_score": round(self.dynamic_score, 6), "clip_id": self.clip_id,
                 "video_path": self.video_path, "start_s": round(self.start_s, 3), "end_s": round(self.end_s, 3)}
 
 
@@ -119,7 +132,7 @@ class SearchEngine:
                         store.commit()
             except IndexLocked:
                 pass
-            except (OSError, OperationalError) as e:  # read-only folder or disk: the ids stay hidden
+            except (OSError, DBAPIError, MetadataDbError) as e:  # read-only folder, disk or database: ids hidden
                 log.info("cannot repair the index %s (%s): serving it without repairs", idx.root, e)
         if "lift_hash" not in store.meta:
             raise EmptyIndexError(f"the index at {idx.root} holds no vectors yet")
@@ -149,16 +162,22 @@ class SearchEngine:
         return frozenset(self._hidden)
 
     def clips(self) -> list[Clip]:
-        """Every clip, by file and start (a list of the whole library: use `clip_page` for large ones)."""
-        return self.clip_page(0, None)
+        """Every served clip, by file and start (the whole library: page a large one with `clip_page`)."""
+        return self.clip_page(0, None, order="path")
 
-    def _library(self, columns, folder: str | None, text: str | None, length: tuple[float, float] | None):
-        """A query over the served clips joined with their videos, filtered: `folder` the folder a video lies
-        in (directly), `text` a part of its path (case-insensitive), `length` (min, max) seconds. Written so
+    def _library(self, columns, within: Sequence[str | Path] | None = None, folder: str | None = None,
+                 text: str | None = None, length: tuple[float, float] | None = None):
+        """A query over the served clips joined with their videos, filtered: `within` folders the video lies
+        under (at any depth), `folder` the folder it lies in (directly), `text` a part of its path
+        (case-insensitive), `length` (min, max) seconds. Ids are never reused and an indexer commits rows
+        before vectors, so the rows with an id up to the largest in the vectors at opening, less the hidden
+        ones, are the served clips whose rows still exist (a video deleted since is not listed). Written so
         that SQLite walks the videos' path index and each video's clips (no sort of the whole library for a
-        page): from videos, and `id + 0` keeps the id bound from choosing the clips' primary key instead."""
+        page by path): from videos, and `id + 0` keeps the id bound from choosing the clips' primary key."""
         q = select(*columns).select_from(Video).join(ClipRow, ClipRow.video_id == Video.id)
         q = q.where(ClipRow.id + 0 <= self._last_id)
+        if within:
+            q = q.where(self._under(within))
         if folder is not None:  # videos directly in `folder`: a range of the path index, then the parent
             parent = func.rtrim(Video.path, func.replace(Video.path, "/", ""))  # the path up to its last "/"
             q = q.where(or_(*[and_(Video.path >= p, Video.path < p[:-1] + "0", parent == p)
@@ -171,23 +190,31 @@ class SearchEngine:
             q = q.where(ClipRow.id.not_in(sorted(self._hidden)))
         return q
 
-    def clip_page(self, offset: int, limit: int | None, folder: str | None = None, text: str | None = None,
-                  length: tuple[float, float] | None = None) -> list[Clip]:
-        """`limit` clips (None: all) from the `offset`-th on, by video path then time, filtered as `count`."""
-        q = self._library((ClipRow.id, Video.path, ClipRow.start_s, ClipRow.end_s), folder, text, length)
-        q = q.order_by(Video.path, ClipRow.id).offset(offset).limit(limit)
+    def clip_page(self, offset: int = 0, limit: int | None = 100, within: Sequence[str | Path] | None = None,
+                  folder: str | None = None, text: str | None = None, length: tuple[float, float] | None = None,
+                  order: str = "id") -> list[Clip]:
+        """`limit` served clips (None: all) from the `offset`-th on, filtered as `count`, ordered by id
+        (`order="id"`: stable while an indexer adds clips) or by video path, then time (`order="path"`): one
+        SQL query, whatever the library's size."""
+        if offset < 0 or (limit is not None and limit < 1):
+            raise SearchError(f"a page needs offset >= 0 and limit >= 1, got offset {offset}, limit {limit}")
+        if order not in ("id", "path"):
+            raise SearchError(f"a page is ordered by id or path, not {order!r}")
+        q = self._library((ClipRow.id, Video.path, ClipRow.start_s, ClipRow.end_s), within, folder, text, length)
+        q = q.order_by(*((Video.path, ClipRow.id) if order == "path" else (ClipRow.id,))).offset(offset).limit(limit)
         with self.sessions() as s:
             return [Clip(*r) for r in s.execute(q)]
 
-    def count(self, folder: str | None = None, text: str | None = None,
+    def count(self, within: Sequence[str | Path] | None = None, folder: str | None = None, text: str | None = None,
               length: tuple[float, float] | None = None) -> int:
-        """How many clips are served (those in `folder`, whose path contains `text`, of that `length`)."""
-        if folder is None and not text and length is None:  # the clips' id index alone
+        """How many clips `clip_page` pages through (those under `within`, in `folder`, whose path contains
+        `text`, of that `length`)."""
+        if not within and folder is None and not text and length is None:  # the clips' id index alone
             q = select(func.count(ClipRow.id)).where(ClipRow.id <= self._last_id)
             if self._hidden:
                 q = q.where(ClipRow.id.not_in(sorted(self._hidden)))
         else:
-            q = self._library((func.count(ClipRow.id),), folder, text, length)
+            q = self._library((func.count(ClipRow.id),), within, folder, text, length)
         with self.sessions() as s:
             return s.scalar(q)
 
@@ -213,7 +240,7 @@ class SearchEngine:
         with self._db.connect() as c:
             row = c.execute(_CLIP_ROWS.where(ClipRow.id == int(clip_id))).one_or_none()
         if row is None or row.id in self._hidden or row.id > self._last_id:
-            raise SearchError(f"no clip with id {clip_id} in this index")
+            raise UnknownClipError(f"no clip with id {clip_id} in this index")
         return Clip(*row)
 
     def failures(self) -> list[tuple[str, str]]:
@@ -276,7 +303,7 @@ class SearchEngine:
                         sampling=whole) as pool:
             decoded = next(pool.imap([str(path)], segments=[segment]))
         if decoded.error or not decoded.plans:
-            raise SearchError(f"cannot use {path} as a query: {decoded.error or 'no frames'}")
+            raise UnreadableVideoError(f"cannot use {path} as a query: {decoded.error or 'no frames'}")
         if segment is None and decoded.info.duration_s > self.sampling.max_single_s + 1e-9:
             raise SearchError(
                 f"{path} is {decoded.info.duration_s:.1f} s long: 16 frames spread over all of it would describe "
@@ -295,7 +322,7 @@ class SearchEngine:
         with DecodePool(workers=1, timeout_s=DECODE_TIMEOUT_S, short_side=16, sampling=self.sampling) as pool:
             decoded = next(pool.imap([str(path)], segments=[(0.0, 0.0)]))  # one frame decoded
         if decoded.error or decoded.info is None:
-            raise SearchError(f"cannot use {path} as a query: {decoded.error or 'no frames'}")
+            raise UnreadableVideoError(f"cannot use {path} as a query: {decoded.error or 'no frames'}")
         return decoded.info
 
     def backbone(self):
@@ -314,15 +341,20 @@ class SearchEngine:
             self._backbone = backbone_from_record(record, device=self.device, weights=self.backbone_weights)
         return self._backbone
 
-    def within_ids(self, folders: Sequence[str | Path]) -> np.ndarray:
-        """The served clip ids of the videos under any of ``folders`` (at any depth)."""
+    @staticmethod
+    def _under(folders: Sequence[str | Path]):
+        """SQL: the video lies under any of ``folders`` (at any depth)."""
         conditions = []
         for folder in folders:
             prefix = os.path.join(os.path.normpath(os.path.abspath(os.fspath(folder))), "")
             conditions.append(Video.path.startswith(prefix, autoescape=True))
             conditions.append(Video.path.startswith(bytes_form(prefix), autoescape=True))  # non-UTF-8 names
+        return or_(*conditions)
+
+    def within_ids(self, folders: Sequence[str | Path]) -> np.ndarray:
+        """The served clip ids of the videos under any of ``folders`` (at any depth)."""
         with self.sessions() as s:
-            ids = np.fromiter(s.scalars(select(ClipRow.id).join(Video).where(or_(*conditions),
+            ids = np.fromiter(s.scalars(select(ClipRow.id).join(Video).where(self._under(folders),
                                                                           ClipRow.id <= self._last_id)), np.int64)
         ids = ids[~np.isin(ids, np.fromiter(self._hidden, np.int64, len(self._hidden)))]
         if not len(ids):
@@ -365,10 +397,9 @@ class SearchEngine:
         d = self.dim // 2
         stored = self.store.vectors(ids)                       # (n, 2d)
         static, dynamic = (stored[:, :d] * m).sum(1), (stored[:, d:] * dyn).sum(1)  # (no BLAS threads for a few rows)
-        with self._db.connect() as c:
+        with self._db.connect() as c:  # one query (clip and video rows joined), not one per hit
             rows = {r.id: r for r in c.execute(_CLIP_ROWS.where(ClipRow.id.in_(ids)))}
-        hits = [Hit(i, rows[i].path, rows[i].start_s, rows[i].end_s,
-                    float((1 - motion) * st + motion * dy), float(st), float(dy))
+        hits = [Hit(*rows[i], float((1 - motion) * st + motion * dy), float(st), float(dy))
                 for i, st, dy in zip(ids, static, dynamic) if i in rows]
         hits.sort(key=lambda h: -h.score)
         return hits
@@ -379,8 +410,8 @@ class SearchEngine:
         """(per-frame features (T, D), LiFT's straight-line reconstruction (T, D)) of an indexed clip."""
         with self.sessions() as s:
             row = s.get(ClipRow, int(clip_id))
-            if row is None:
-                raise SearchError(f"no clip with id {clip_id} in this index")
+            if row is None or row.id in self._hidden:
+                raise UnknownClipError(f"no clip with id {clip_id} in this index")
             vf, ordinal = VideoFeatures.load(self.idx.root / row.video.features), row.ordinal
         seq = vf.clip_sequences()[ordinal]
         return seq, self.model.reconstruct(seq[None])[0].cpu().numpy()
@@ -388,8 +419,8 @@ class SearchEngine:
     def thumbnail(self, clip_id: int) -> np.ndarray:
         with self.sessions() as s:
             row = s.get(ClipRow, int(clip_id))
-            if row is None:
-                raise SearchError(f"no clip with id {clip_id} in this index")
+            if row is None or row.id in self._hidden:
+                raise UnknownClipError(f"no clip with id {clip_id} in this index")
             vf, ordinal = VideoFeatures.load(self.idx.root / row.video.features), row.ordinal
         return vf.thumbs[ordinal]
 
@@ -400,7 +431,7 @@ class SearchEngine:
         real = path.resolve()
         roots = [Path(r).resolve() for r in self.settings.get("roots", [])]
         if not any(real.is_relative_to(r) for r in roots) or not real.is_file():
-            raise SearchError(f"clip {clip_id}: its file is gone or lies outside the indexed folders")
+            raise MediaUnavailableError(f"clip {clip_id}: its file is gone or lies outside the indexed folders")
         return real
 
     def status(self) -> dict:
@@ -413,8 +444,8 @@ class SearchEngine:
         # how the videos' frames were read: "sequential" ones are files whose seeks land on wrong frames;
         # "unknown" ones were indexed before this was recorded
         read_modes = {m: modes.get(m, 0) for m in READ_MODES} | {"unknown": modes.get(None, 0)}
-        return {"index": str(self.idx.root), **counts, "vectors": len(self.store), "read_modes": read_modes,
-                "search": self.store.describe(), "disk_bytes": _disk_bytes(self.idx.root),
+        return {"index": str(self.idx.root), "metadata": str(self.idx.db), **counts, "vectors": len(self.store),
+                "read_modes": read_modes, "search": self.store.describe(), "disk_bytes": _disk_bytes(self.idx.root),
                 "failure_reasons": [{"path": p, "reason": r} for p, r in self.failures()],
                 "backbone": self.settings.get("backbone"), "backbone_record": self.settings.get("backbone_record"),
                 "lift": self.settings.get("lift"),
@@ -456,7 +487,6 @@ def search_summary(d: dict) -> str:
 
 def _disk_bytes(root: Path) -> int:
     """Bytes of the files under `root` (os.scandir: no path objects for a library's many feature files)."""
-    import os
 
     total, stack = 0, [str(root)]
     while stack:

@@ -1,7 +1,9 @@
 """Shared fixtures (session-scoped: built once per test run): a small rendered chiral library, a real index
-built from it with the offline efficientnet-lite0 backbone and a LiFT fitted on it, and the indexer driver
-(tests/index_driver.py) whose runs a test may SIGKILL. Shared helpers live in tests/helpers.py."""
+built from it with the offline efficientnet-lite0 backbone and a LiFT fitted on it, the indexer driver
+(tests/index_driver.py) whose runs a test may SIGKILL, and the metadata backends (SQLite; PostgreSQL where
+LIFT_SEARCH_TEST_PG names a server: tests/pg_server.sh). Shared helpers live in tests/helpers.py."""
 import os
+import secrets
 import tempfile
 from pathlib import Path
 
@@ -17,6 +19,9 @@ from lift.config import TrainConfig
 from tests.helpers import SMALL_GROUPS, small_options
 from tests.index_driver import Driver
 
+PG_URL = os.environ.get("LIFT_SEARCH_TEST_PG")  # postgresql://user@host:port/dbname, password in PGPASSWORD
+SMALL_INDEX_TRAIN = TrainConfig(latent_dim=64, epochs=80, patience=20, progress=False)
+
 
 @pytest.fixture(scope="session")
 def small_library(tmp_path_factory) -> tuple[Path, list]:
@@ -31,8 +36,7 @@ def small_index(small_library, tmp_path_factory) -> Path:
     """An index of the small library (16 clips), built once; tests must not modify it."""
     library, _ = small_library
     index = tmp_path_factory.mktemp("index") / "idx"
-    run_index([library], index, small_options(train=TrainConfig(latent_dim=64, epochs=80, patience=20,
-                                                                progress=False)))
+    run_index([library], index, small_options(train=SMALL_INDEX_TRAIN))
     return index
 
 
@@ -42,3 +46,46 @@ def driver(tmp_path_factory):
     d = Driver(tmp_path_factory.mktemp("driver"))
     yield d
     d.close()
+
+
+# ---- metadata backends -------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def pg_url():
+    """A PostgreSQL database of its own for this test session, made next to LIFT_SEARCH_TEST_PG's (its role
+    may create databases) and dropped at the end; skips where LIFT_SEARCH_TEST_PG is unset."""
+    if not PG_URL:
+        pytest.skip('LIFT_SEARCH_TEST_PG is unset: start a server with eval "$(bash tests/pg_server.sh start)"')
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    name = f"lift_test_{secrets.token_hex(4)}"
+    admin = make_url(PG_URL)
+    dsn = dict(host=admin.host, port=admin.port, user=admin.username, password=admin.password)
+    with psycopg.connect(dbname=admin.database, autocommit=True, **dsn) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    yield admin.set(database=name).render_as_string(hide_password=False)
+    with psycopg.connect(dbname=admin.database, autocommit=True, **dsn) as conn:
+        conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def db_url(request) -> str | None:
+    """The `--db` of a test's new indexes: None (the SQLite file in the index folder) or this session's
+    PostgreSQL database. A test (or module fixture) that takes it runs on both."""
+    return None if request.param == "sqlite" else request.getfixturevalue("pg_url")
+
+
+# a test that takes db_url and has this mark runs on PostgreSQL in the slow set only (the default set
+# keeps a representative part of the PostgreSQL runs, to stay under 10 minutes)
+slow_on_postgresql = pytest.mark.parametrize(
+    "db_url", ["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)], indirect=True)
+
+
+@pytest.fixture(scope="session")
+def small_index_pg(small_library, pg_url, tmp_path_factory) -> Path:
+    """small_index's twin with its metadata in PostgreSQL: the same library and options (tests must not
+    modify it)."""
+    library, _ = small_library
+    index = tmp_path_factory.mktemp("index_pg") / "idx"
+    run_index([library], index, small_options(db=pg_url, train=SMALL_INDEX_TRAIN))
+    return index

@@ -8,7 +8,11 @@ import re
 import shutil
 from pathlib import Path
 
-from db import Clip, Setting, open_db
+from sqlalchemy import text
+
+from db import Clip, Database, Setting, open_db
+from db.location import new_schema
+from db.session import TABLES
 from indexer.library import IndexDir
 from indexer.reconcile import disagreement
 from indexer.store import VectorStore
@@ -143,6 +147,25 @@ def snapshot(index: Path) -> dict:
     vectors = dict(zip(keys, store.vectors([r[0] for r in rows]))) if rows else {}
     return {"vectors": vectors, "failures": failures, "videos": videos, "model": settings["lift"]["hash"],
             "problems": problems, "clip_ids": sorted(db_ids)}
+
+
+def copy_index(index: Path, to: Path) -> Path:
+    """A copy of an index that is its own: the folder, and on PostgreSQL its schema (copied to a new
+    schema, which the copy's metadata.json names; a plain folder copy would share the original's)."""
+    shutil.copytree(index, to)
+    old = IndexDir(index).db
+    if old.backend == "postgresql":
+        new = Database(old.url, new_schema(Path(to)))
+        (Path(to) / "metadata.json").write_text(json.dumps(new.record()))
+        sessions = open_db(new, write=True)  # creates the schema and its tables
+        with sessions.begin() as s:
+            for table in TABLES:
+                s.execute(text(f'INSERT INTO {table} SELECT * FROM "{old.schema}".{table}'))
+            for table in ("videos", "failures"):
+                s.execute(text(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
+                               f"(SELECT coalesce(max(id), 0) + 1 FROM {table}), false)"))
+        sessions.kw["bind"].dispose()
+    return Path(to)
 
 
 def differences(ref: dict, got: dict, atol: float = 1e-5) -> list[str]:

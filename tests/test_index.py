@@ -1,4 +1,5 @@
-"""Indexing a folder end to end: incremental runs, deletion, corrupt files, settings, DB/FAISS agreement."""
+"""Indexing a folder end to end: incremental runs, deletion, corrupt files, settings, DB/FAISS agreement;
+each with the metadata in SQLite and, where a server is given (tests/pg_server.sh), in PostgreSQL."""
 import json
 import os
 import shutil
@@ -15,21 +16,28 @@ from indexer.library import IndexDir, VideoFeatures
 from indexer.pipeline import IndexSettingsError, run_index
 from indexer.store import VectorStore
 from search import SearchEngine, SearchError
+from tests.conftest import slow_on_postgresql
 from tests.helpers import agreement, copy_library, small_options
 
 
-def test_small_index_is_whole(small_index, small_library):
+@pytest.fixture(scope="module")
+def built(db_url, request) -> Path:
+    """The small library's index, with its metadata in db_url's backend (not to be modified)."""
+    return request.getfixturevalue("small_index" if db_url is None else "small_index_pg")
+
+
+def test_small_index_is_whole(built, small_library):
     _, clips = small_library
-    n_clips, n_vec, bad = agreement(small_index)
+    n_clips, n_vec, bad = agreement(built)
     assert n_clips == n_vec == len(clips) and bad == 0
-    engine = SearchEngine.open(small_index)
+    engine = SearchEngine.open(built)
     st = engine.status()
     assert st["videos"] == len(clips) and st["backbone"] == "efficientnet-lite0"
     assert st["lift"]["spec"] == "fit" and st["dim"] == 128
 
 
-def test_search_api(small_index, small_library):
-    engine = SearchEngine.open(small_index)
+def test_search_api(built, small_library):
+    engine = SearchEngine.open(built)
     clips = engine.clips()
     q = clips[0]
     hits = engine.search_clip(q.clip_id, k=5)
@@ -53,12 +61,12 @@ def test_search_api(small_index, small_library):
         engine.search_clip(10**9)
 
 
-def test_forward_and_reverse_queries_find_the_same_scene(small_index, small_library):
+def test_forward_and_reverse_queries_find_the_same_scene(built, small_library):
     """Each scene is in the library moving both ways (two variants each): the forward query's top-1 is
     the same scene moving the same way, the reverse query's top-1 the same scene moving the other way."""
     _, clips = small_library
     label = {str(Path(c.path).absolute()): (c.scene, c.cls) for c in clips}
-    engine = SearchEngine.open(small_index)
+    engine = SearchEngine.open(built)
     fwd = rev = 0
     for c in engine.clips():
         scene, cls = label[c.video_path]
@@ -69,12 +77,13 @@ def test_forward_and_reverse_queries_find_the_same_scene(small_index, small_libr
     assert (fwd + rev) / (2 * len(clips)) >= 0.9, (fwd, rev)
 
 
-def test_incremental_add_change_delete(small_library, tmp_path, caplog):
+@slow_on_postgresql
+def test_incremental_add_change_delete(small_library, db_url, tmp_path, caplog):
     library, _ = small_library
     videos = tmp_path / "videos"
     files = copy_library(library, videos, 6)
     index = tmp_path / "idx"
-    r1 = run_index([videos], index, small_options())
+    r1 = run_index([videos], index, small_options(db=db_url))
     assert (r1.new, r1.failed, r1.videos_total) == (6, 0, 6)
     engine = SearchEngine.open(index)
     before = {c.video_path: engine.store.vectors([c.clip_id])[0] for c in engine.clips()}
@@ -106,7 +115,8 @@ def test_incremental_add_change_delete(small_library, tmp_path, caplog):
             np.testing.assert_allclose(engine.store.vectors([c.clip_id])[0], before[c.video_path], atol=1e-6)
 
 
-def test_corrupt_files_among_good_ones(small_library, tmp_path):
+@slow_on_postgresql
+def test_corrupt_files_among_good_ones(small_library, db_url, tmp_path):
     library, _ = small_library
     videos = tmp_path / "videos"
     copy_library(library, videos, 4)
@@ -116,7 +126,7 @@ def test_corrupt_files_among_good_ones(small_library, tmp_path):
     good = sorted(videos.glob("*v0*.webm"))[0].read_bytes()
     (videos / "truncated.mp4").write_bytes(good[: len(good) // 3])
     (videos / "notes.txt").write_text("ignored: not a video extension")
-    report = run_index([videos], tmp_path / "idx", small_options())
+    report = run_index([videos], tmp_path / "idx", small_options(db=db_url))
     assert report.videos_total == 4 + (report.videos_total - 4)  # truncated may decode partially
     assert report.videos_total >= 4 and report.failed >= 3
     reasons = {Path(f["path"]).name: f["reason"] for f in report.failures}
@@ -130,11 +140,12 @@ def test_corrupt_files_among_good_ones(small_library, tmp_path):
     assert again.failed == 0 and again.videos_total == report.videos_total
 
 
-def test_other_settings_are_refused(small_library, tmp_path):
+@slow_on_postgresql
+def test_other_settings_are_refused(small_library, db_url, tmp_path):
     library, _ = small_library
     videos = tmp_path / "v"
     copy_library(library, videos, 3)
-    run_index([videos], tmp_path / "idx", small_options())
+    run_index([videos], tmp_path / "idx", small_options(db=db_url))
     from indexer.clips import Sampling
 
     with pytest.raises(IndexSettingsError, match="sampling"):
@@ -155,13 +166,14 @@ def test_other_settings_are_refused(small_library, tmp_path):
         Sampling(scheme="linspace")
 
 
-def test_crash_between_db_and_vectors_is_repaired(small_library, tmp_path):
+@slow_on_postgresql
+def test_crash_between_db_and_vectors_is_repaired(small_library, db_url, tmp_path):
     """Simulate the worst moment: clips committed to the database, vectors never written."""
     library, _ = small_library
     videos = tmp_path / "v"
     copy_library(library, videos, 4)
     index = tmp_path / "idx"
-    run_index([videos], index, small_options())
+    run_index([videos], index, small_options(db=db_url))
     idx = IndexDir(index)
     store = VectorStore.open(idx.vectors, 128, writable=True)
     victim = int(store.ids()[0])
@@ -175,14 +187,16 @@ def test_crash_between_db_and_vectors_is_repaired(small_library, tmp_path):
     assert report.new == 1 and report.videos_total == 4 and agreement(index) == (4, 4, 0)
 
 
-def test_cli_index_search_status_json(small_library, tmp_path):
+@slow_on_postgresql
+def test_cli_index_search_status_json(small_library, db_url, tmp_path):
     library, _ = small_library
     videos = tmp_path / "v"
     files = copy_library(library, videos, 4)
     index = tmp_path / "idx"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)}
     cli = [sys.executable, "-m", "search.cli"]
-    out = subprocess.run(cli + ["index", str(videos), "--index", str(index), "--latent-dim", "32",
+    db = ["--db", db_url] if db_url else []  # (the password comes from PGPASSWORD, never the folder)
+    out = subprocess.run(cli + ["index", str(videos), "--index", str(index), *db, "--latent-dim", "32",
                                 "--epochs", "5", "--workers", "1", "--json"],
                          capture_output=True, text=True, env=env, timeout=600)
     assert out.returncode == 0, out.stderr
@@ -191,11 +205,13 @@ def test_cli_index_search_status_json(small_library, tmp_path):
                          capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr
     hits = json.loads(out.stdout)
-    assert len(hits) == 3 and set(hits[0]) == {"rank", "score", "clip_id", "video_path", "start_s", "end_s"}
+    assert len(hits) == 3 and set(hits[0]) == {"rank", "score", "static_score", "dynamic_score", "clip_id",
+                                              "video_path", "start_s", "end_s"}
     assert hits[0]["video_path"] == str(files[0])
     out = subprocess.run(cli + ["status", "--index", str(index), "--json"], capture_output=True, text=True,
                          env=env, timeout=300)
     assert json.loads(out.stdout)["clips"] == 4
+    assert json.loads(out.stdout)["metadata"] == str(IndexDir(index).db)
     assert json.loads(out.stdout)["read_modes"] == {"seek": 4, "sequential": 0, "unknown": 0}
     out = subprocess.run(cli + ["status", "--index", str(index)], capture_output=True, text=True, env=env, timeout=300)
     assert "frames read by seeking: 4 videos; in order: 0" in out.stdout, out.stdout
@@ -244,15 +260,15 @@ def test_database_from_before_read_modes_opens_and_is_upgraded(small_index, tmp_
 
     index = tmp_path / "idx"
     shutil.copytree(small_index, index)
-    with sqlite3.connect(IndexDir(index).db) as db:  # the schema of an index made before the column
+    with sqlite3.connect(IndexDir(index).sqlite) as db:  # the schema of an index made before the column
         db.execute("ALTER TABLE videos DROP COLUMN read_mode")
     engine = SearchEngine.open(index)  # a reader does not change the database ...
     n = engine.status()["videos"]
     assert engine.status()["read_modes"] == {"seek": 0, "sequential": 0, "unknown": n} and n > 0
     assert len(engine.search_clip(engine.clips()[0].clip_id, k=1)) == 1
-    with sqlite3.connect(IndexDir(index).db) as db:
+    with sqlite3.connect(IndexDir(index).sqlite) as db:
         assert "read_mode" not in {row[1] for row in db.execute("PRAGMA table_info(videos)")}
     open_db(IndexDir(index).db, write=True)  # ... a writer adds the column, old rows unknown (NULL)
-    with sqlite3.connect(IndexDir(index).db) as db:
+    with sqlite3.connect(IndexDir(index).sqlite) as db:
         assert "read_mode" in {row[1] for row in db.execute("PRAGMA table_info(videos)")}
     assert SearchEngine.open(index).status()["read_modes"] == {"seek": 0, "sequential": 0, "unknown": n}

@@ -8,7 +8,8 @@ runs write the vector store as they do at scale: a segment per checkpoint, merge
 its index must equal the reference run's: the same clips, the same vectors (to 1e-5), the same LiFT
 weights (training is deterministic), vector ids == database ids, every vector file listed by the
 manifest and matching its checksum, no duplicates, no temp files, one model file. Figures go to
-bench/results/reliability.json.
+bench/results/reliability.json. It runs with the metadata in SQLite and, where a server is given
+(tests/pg_server.sh), in PostgreSQL (`db_url`).
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import differences, good_videos, make_library, record, snapshot
+from tests.helpers import copy_index, differences, good_videos, make_library, record, snapshot
 
 pytestmark = pytest.mark.slow
 
@@ -56,18 +57,18 @@ def phase(passed: list[str]) -> str:
     return PHASES.get(passed[-1] if passed else None, passed[-1] if passed else "start-up")
 
 
-def test_kill_anywhere_and_resume(driver, tmp_path):
+def test_kill_anywhere_and_resume(driver, db_url, tmp_path):
     rng = random.Random(20240601)
     library = make_library(tmp_path / "videos")
     t0 = time.perf_counter()
 
-    status, result, _, full_s = driver.run([library], tmp_path / "ref")
+    status, result, _, full_s = driver.run([library], tmp_path / "ref", opts={"db": db_url})
     assert status == "exit 0" and result["ok"], result
     fit_s = max(0.02, 0.4 * result["report"]["lift"]["provenance"]["seconds"])
     ref = snapshot(tmp_path / "ref")
     assert not ref["problems"] and len(ref["vectors"]) == 10 and len(ref["failures"]) == 3
     # training is deterministic: a second uninterrupted run gives the same weights, bit for bit
-    status, _, _, _ = driver.run([library], tmp_path / "ref2")
+    status, _, _, _ = driver.run([library], tmp_path / "ref2", opts={"db": db_url})
     assert status == "exit 0" and not differences(ref, snapshot(tmp_path / "ref2"), atol=0.0)
 
     kills, phases, trials, runs = 0, Counter(), [], 0
@@ -75,6 +76,7 @@ def test_kill_anywhere_and_resume(driver, tmp_path):
     def trial(name: str, index: Path, plan: list, reference: dict, roots=(library,), opts=None):
         """`plan`: per run, (kill_at seconds or None, points spec); then one run without a kill."""
         nonlocal kills, runs
+        opts = {"db": db_url, **(opts or {})}  # (a new index's --db; an existing one's may repeat it)
         log = []
         for kill_at, points in plan:
             status, result, passed, _ = driver.run(roots, index, kill_at=kill_at, points=points, opts=opts)
@@ -112,7 +114,7 @@ def test_kill_anywhere_and_resume(driver, tmp_path):
     # an incremental run: one video deleted, one changed, two added; killed at random and by name
     inc_lib = tmp_path / "inc"
     shutil.copytree(library, inc_lib)
-    status, _, _, _ = driver.run([inc_lib], tmp_path / "incbase")
+    status, _, _, _ = driver.run([inc_lib], tmp_path / "incbase", opts={"db": db_url})
     assert status == "exit 0"
     good = good_videos(inc_lib)
     extra = make_library(tmp_path / "extra", groups=("more_fewer",), crash=False)
@@ -120,7 +122,7 @@ def test_kill_anywhere_and_resume(driver, tmp_path):
     shutil.copy2(good[2], good[1])                     # changed content
     for k, f in enumerate(good_videos(extra)):
         shutil.copy2(f, inc_lib / f"new{k}{f.suffix}")  # added
-    shutil.copytree(tmp_path / "incbase", tmp_path / "incref")
+    copy_index(tmp_path / "incbase", tmp_path / "incref")
     status, result, _, inc_s = driver.run([inc_lib], tmp_path / "incref")
     assert status == "exit 0" and result["report"]["removed"] == 1 and result["report"]["new"] == 2
     inc_ref = snapshot(tmp_path / "incref")
@@ -131,21 +133,21 @@ def test_kill_anywhere_and_resume(driver, tmp_path):
                               [(rng.uniform(0.02, inc_s), "decoder")],
                               [(rng.uniform(0.02, inc_s), "decoder")],
                               [(rng.uniform(0.02, inc_s), "decoder")]]):
-        shutil.copytree(tmp_path / "incbase", tmp_path / f"inc{j}")
+        copy_index(tmp_path / "incbase", tmp_path / f"inc{j}")
         trial(f"incremental-{j}", tmp_path / f"inc{j}", plan, inc_ref, roots=(inc_lib,))
 
     # --refit with other training: a new LiFT, every stored clip re-described, killed on the way
     refit = {"refit": True, "epochs": 12}
-    shutil.copytree(tmp_path / "ref", tmp_path / "refitref")
+    copy_index(tmp_path / "ref", tmp_path / "refitref")
     status, result, _, refit_s = driver.run([library], tmp_path / "refitref", opts=refit)
     assert status == "exit 0" and result["report"]["lift"]["hash"] != ref["model"]
     refit_ref = snapshot(tmp_path / "refitref")
     for j, plan in enumerate([[(None, "model-saved=kill,decoder")], [(None, "vectors-write=kill,decoder")],
                               [(rng.uniform(0.02, refit_s), "decoder")]]):
-        shutil.copytree(tmp_path / "ref", tmp_path / f"refit{j}")
+        copy_index(tmp_path / "ref", tmp_path / f"refit{j}")
         trial(f"refit-{j}", tmp_path / f"refit{j}", plan, refit_ref, opts=refit)
 
-    record("kill_resume", {
+    record("kill_resume" if db_url is None else "kill_resume_postgresql", {
             "kills_survived": kills, "random_kills": random_kills, "trials": len(trials), "index_runs": runs,
             "trials_equal_to_uninterrupted": sum(t["ok"] for t in trials),
             "kills_by_phase": dict(phases.most_common()),

@@ -3,6 +3,8 @@ stale temp files, clip ids never reused, a full or read-only disk, hostile check
 
 Runs go through tests/index_driver.py (a fork server: one import of torch for all runs, each run a
 process of its own that the test may SIGKILL). The 20-kill loop is tests/test_kill_resume.py (slow).
+Every index here keeps its metadata in SQLite and, where a server is given (tests/pg_server.sh), in
+PostgreSQL (the `db_url` fixture): the same crash rules hold on both.
 """
 from __future__ import annotations
 
@@ -20,7 +22,8 @@ from indexer.library import IndexDir
 from indexer.lock import IndexLock
 from indexer.store import StoreError, VectorStore
 from search import SearchEngine, SearchError
-from tests.helpers import differences, good_videos, make_library, snapshot
+from tests.conftest import slow_on_postgresql
+from tests.helpers import copy_index, differences, good_videos, make_library, snapshot
 
 GROUPS = ("left_right", "up_down", "open_close")  # 6 good videos: two checkpoints of 3
 
@@ -31,10 +34,10 @@ def library(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def reference(driver, library, tmp_path_factory) -> tuple[Path, dict]:
+def reference(driver, library, db_url, tmp_path_factory) -> tuple[Path, dict]:
     """An uninterrupted run (not to be modified: copy it)."""
     index = tmp_path_factory.mktemp("ref") / "idx"
-    status, result, _, _ = driver.run([library], index)
+    status, result, _, _ = driver.run([library], index, opts={"db": db_url})
     assert status == "exit 0" and result["ok"], result
     snap = snapshot(index)
     assert not snap["problems"] and len(snap["vectors"]) == 6 and len(snap["failures"]) == 3
@@ -42,18 +45,13 @@ def reference(driver, library, tmp_path_factory) -> tuple[Path, dict]:
 
 
 @pytest.fixture(scope="module")
-def crashed(driver, library, tmp_path_factory) -> Path:
+def crashed(driver, library, db_url, tmp_path_factory) -> Path:
     """An index killed between a database commit and its FAISS save: the first checkpoint's 3 videos
     are whole, the second's rows are committed without vectors (not to be modified: copy it)."""
     index = tmp_path_factory.mktemp("crashed") / "idx"
-    status, _, passed, _ = driver.run([library], index, points="decoder,db-committed=kill@2")
+    status, _, passed, _ = driver.run([library], index, points="decoder,db-committed=kill@2", opts={"db": db_url})
     assert status == "signal SIGKILL" and passed[-1] == "db-committed"
     return index
-
-
-def copy(index: Path, to: Path) -> Path:
-    shutil.copytree(index, to)
-    return to
 
 
 def db_clip_ids(index: Path) -> set[int]:
@@ -67,7 +65,7 @@ def db_clip_ids(index: Path) -> set[int]:
 # ---- kills at named moments, and the resume -------------------------------------------------------
 def test_targeted_kills_resume_to_the_uninterrupted_index(driver, library, reference, crashed, tmp_path):
     _, ref = reference
-    index = copy(crashed, tmp_path / "idx")
+    index = copy_index(crashed, tmp_path / "idx")
     status, _, passed, _ = driver.run([library], index, points="decoder,vectors-write=kill")  # half a segment
     assert status == "signal SIGKILL" and passed[-1] == "vectors-write"
     assert list((index / "vectors").glob("seg-*.tmp"))  # what a crash leaves ...
@@ -78,7 +76,7 @@ def test_targeted_kills_resume_to_the_uninterrupted_index(driver, library, refer
 
 
 def test_engine_hides_out_of_step_ids_while_an_indexer_holds_the_lock(crashed, tmp_path):
-    index = copy(crashed, tmp_path / "idx")
+    index = copy_index(crashed, tmp_path / "idx")
     in_db, snap_store = db_clip_ids(index), VectorStore.open(IndexDir(index).vectors, 64)
     missing = in_db - set(snap_store.ids().tolist())
     assert len(missing) == 3 and len(snap_store) == 3
@@ -95,9 +93,10 @@ def test_engine_hides_out_of_step_ids_while_an_indexer_holds_the_lock(crashed, t
     assert db_clip_ids(index) == in_db  # untouched
 
 
+@slow_on_postgresql
 def test_engine_repairs_on_open_and_the_next_run_requeues(driver, library, reference, crashed, tmp_path):
     _, ref = reference
-    index = copy(crashed, tmp_path / "idx")
+    index = copy_index(crashed, tmp_path / "idx")
     engine = SearchEngine.open(index)  # no indexer running: it repairs
     assert db_clip_ids(index) == set(engine.store.ids().tolist()) == {c.clip_id for c in engine.clips()}
     assert len(engine.clips()) == 3
@@ -107,7 +106,7 @@ def test_engine_repairs_on_open_and_the_next_run_requeues(driver, library, refer
 
 
 def test_orphan_vectors_are_never_served_and_are_dropped(reference, tmp_path):
-    index = copy(reference[0], tmp_path / "idx")
+    index = copy_index(reference[0], tmp_path / "idx")
     sessions = open_db(IndexDir(index).db, write=True)
     with sessions.begin() as s:  # rows gone, vectors left: as if deleted by a run that then died
         victim = s.scalars(select(Video).order_by(Video.id)).first()
@@ -126,9 +125,10 @@ def test_orphan_vectors_are_never_served_and_are_dropped(reference, tmp_path):
     assert not snapshot(index)["problems"]
 
 
+@slow_on_postgresql
 def test_stale_temp_files_of_a_killed_run_are_removed(driver, library, reference, tmp_path):
     _, ref = reference
-    index = copy(reference[0], tmp_path / "idx")
+    index = copy_index(reference[0], tmp_path / "idx")
     planted = [index / "vectors.faiss.tmp", index / "features" / "0123.npz.tmp.npz",
                index / "models" / "incoming.safetensors", index / "models" / "incoming.safetensors.tmp",
                index / "vectors" / "seg-999999.arr.tmp", index / "vectors" / "seg-999998.arr",  # unlisted
@@ -140,13 +140,14 @@ def test_stale_temp_files_of_a_killed_run_are_removed(driver, library, reference
     assert differences(ref, snapshot(index)) == []
 
 
-def test_clip_ids_are_never_reused(driver, library, reference, tmp_path):
+@slow_on_postgresql
+def test_clip_ids_are_never_reused(driver, library, db_url, tmp_path):
     """An engine opened before a run still holds the vectors of clips the run deletes: a new clip must
     not take one of their ids, or that engine would show the new clip for an old vector."""
     videos = tmp_path / "videos"
     shutil.copytree(library, videos)
     index = tmp_path / "idx"
-    assert driver.run([videos], index)[0] == "exit 0"
+    assert driver.run([videos], index, opts={"db": db_url})[0] == "exit 0"
     before = snapshot(index)
     old_engine = SearchEngine.open(index)
     sessions = open_db(IndexDir(index).db)
@@ -176,11 +177,12 @@ def extra(tmp_path_factory) -> Path:
     return make_library(tmp_path_factory.mktemp("extra") / "videos", groups=("rotate",), crash=False)
 
 
-def test_disk_full_at_the_vector_commit_keeps_the_previous_index(driver, library, extra, tmp_path):
+@slow_on_postgresql
+def test_disk_full_at_the_vector_commit_keeps_the_previous_index(driver, library, extra, db_url, tmp_path):
     videos = tmp_path / "videos"
     shutil.copytree(library, videos)
     index = tmp_path / "idx"
-    assert driver.run([videos], index)[0] == "exit 0"
+    assert driver.run([videos], index, opts={"db": db_url})[0] == "exit 0"
     before = snapshot(index)
     for k, f in enumerate(good_videos(extra)):
         shutil.copy2(f, videos / f"new{k}{f.suffix}")
@@ -219,8 +221,9 @@ def tmpfs(tmp_path):
     subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
+@slow_on_postgresql
 def test_real_full_disk_and_read_only_disk(driver, library, extra, reference, tmpfs, tmp_path):
-    index = copy(reference[0], tmpfs / "idx")
+    index = copy_index(reference[0], tmpfs / "idx")
     before = snapshot(index)
     videos = tmp_path / "videos"
     _add_videos(library, videos, extra)
@@ -293,7 +296,7 @@ def test_index_with_a_pickle_checkpoint_is_refused_before_any_work(library, tmp_
 def test_a_planted_model_file_in_the_index_is_refused(reference, tmp_path):
     from lift.checkpoint import CheckpointError
 
-    index = copy(reference[0], tmp_path / "idx")
+    index = copy_index(reference[0], tmp_path / "idx")
     marker = tmp_path / "pwned"
     model = next((index / "models").glob("*.safetensors"))
     _evil_checkpoint(model, marker)  # the file the index names, replaced by a pickle
@@ -310,7 +313,7 @@ def test_foreign_or_wrong_dimension_vector_files_are_refused(library, reference,
     from indexer.segments import read_manifest
     from tests.index_driver import options
 
-    index = copy(reference[0], tmp_path / "idx")
+    index = copy_index(reference[0], tmp_path / "idx")
     segment = index / "vectors" / read_manifest(index / "vectors")["segments"][0]["file"]
     faiss.write_index(faiss.IndexFlatIP(64), str(segment))  # a valid FAISS file where a segment should be
     foreign = segment.read_bytes()
@@ -341,7 +344,7 @@ def test_an_index_of_lift_search_0_1_opens_and_is_migrated_by_the_next_run(drive
     from indexer.legacy import save_legacy
 
     ref_index, ref = reference
-    index = copy(ref_index, tmp_path / "idx")
+    index = copy_index(ref_index, tmp_path / "idx")
     store = VectorStore.open(index / "vectors", 64)
     ids = store.ids()
     save_legacy(index / "vectors.faiss", ids, store.vectors(ids), store.meta)

@@ -18,13 +18,19 @@ from search.cli import main
 from tests.helpers import small_options
 
 
-def test_library_pages_counts_and_filters_agree_with_the_full_listing(small_index):
-    engine = SearchEngine.open(small_index)
+@pytest.mark.parametrize("which", ["small_index", "small_index_pg"])
+def test_library_pages_counts_and_filters_agree_with_the_full_listing(which, request):
+    engine = SearchEngine.open(request.getfixturevalue(which))
     every = engine.clips()
     assert engine.count() == len(every) == 16
-    pages = [c for off in range(0, 16, 5) for c in engine.clip_page(off, 5)]
+    pages = [c for off in range(0, 16, 5) for c in engine.clip_page(off, 5, order="path")]
     assert pages == every and every == sorted(every, key=lambda c: (c.video_path, c.start_s))
+    by_id = [c for off in range(0, 16, 5) for c in engine.clip_page(off, 5)]  # (the API's order)
+    assert by_id == sorted(every, key=lambda c: c.clip_id)
     folders = engine.folders()
+    parent = folders[0].rsplit("/", 1)[0]
+    assert engine.count(within=[parent]) == 16 and engine.count(within=[folders[0]]) == 4
+    assert engine.clip_page(0, 10, within=[folders[0]]) == engine.clip_page(0, 10, folder=folders[0], order="id")
     assert len(folders) == 4 and all(f.rsplit("/", 1)[-1] in c.video_path for f in folders for c in
                                      engine.clip_page(0, None, folder=f))
     for f in folders:

@@ -19,7 +19,7 @@ if __package__ in (None, ""):  # run as a script by `streamlit run ui/app.py`
 
 from lift.errors import LiftSearchError  # noqa: E402
 from lift.config import MOTION_WEIGHT  # noqa: E402
-from search import SearchEngine, SearchError  # noqa: E402
+from search import SearchEngine, SearchError, uploads  # noqa: E402
 from search.engine import search_summary  # noqa: E402
 from search.explain import Trajectory, clip_trajectory, compare, project  # noqa: E402
 from ui import helpers as h  # noqa: E402
@@ -54,7 +54,7 @@ def library_facts(index: str) -> tuple[tuple[float, float], int]:
 
 @st.cache_data(show_spinner=False, max_entries=256)
 def matching(index: str, folder: str | None, text: str, length) -> int:
-    return get_engine(index).count(folder, text or None, length)
+    return get_engine(index).count(folder=folder, text=text or None, length=length)
 
 
 @st.cache_data(show_spinner=False, max_entries=4096)
@@ -141,7 +141,7 @@ def clip_picker(engine: SearchEngine, index: str, label: str, key: str) -> int |
         st.session_state.query_clip = st.session_state[key]
 
     if total <= PICKER_LIMIT:
-        clips = engine.clip_page(0, PICKER_LIMIT)
+        clips = engine.clip_page(0, PICKER_LIMIT, order="path")
         labels = {c.clip_id: clip_label(engine, c) for c in clips}
         current = current if current in labels else None
         st.session_state[key] = current
@@ -178,12 +178,13 @@ def library_ui(engine: SearchEngine, index: str) -> None:
     else:
         c3.caption(f"Every clip is {lo:.1f} s long.")
     size = c4.selectbox("Per page", PAGE_SIZES, index=1, key="lib_size", **first)
-    where = (shown_folder.get(folder), text.strip() or None, tuple(duration) if duration else None)
-    n = matching(index, *where)
+    where = dict(folder=shown_folder.get(folder), text=text.strip() or None,
+                 length=tuple(duration) if duration else None)
+    n = matching(index, **where)
     st.caption(f"{n} of {total} clips")
     pages = max(1, -(-n // size))
     page_no = min(max(1, st.session_state.get("lib_page", 1)), pages)
-    shown = engine.clip_page((page_no - 1) * size, size, *where)  # this page's clips only
+    shown = engine.clip_page((page_no - 1) * size, size, order="path", **where)  # this page's clips only
     for row in range(0, len(shown), GRID):
         for col, c in zip(st.columns(GRID), shown[row: row + GRID]):
             with col.container(border=True):
@@ -269,42 +270,39 @@ def search_ui(engine: SearchEngine, index: str) -> None:
 
 def upload_query(engine: SearchEngine):
     max_mb = int(st.get_option("server.maxUploadSize"))
-    types = ", ".join(f".{t}" for t in h.VIDEO_TYPES)
-    up = st.file_uploader(f"Video file ({types}; up to {max_mb} MB)", type=list(h.VIDEO_TYPES),
+    types = ", ".join(f".{t}" for t in uploads.VIDEO_TYPES)
+    up = st.file_uploader(f"Video file ({types}; up to {max_mb} MB)", type=list(uploads.VIDEO_TYPES),
                           key="upload_file", max_upload_size=max_mb)
     if up is None:
         st.session_state.pop("upload", None)
         return None
     held = st.session_state.get("upload")
+    limit = max_mb * 2**20
     try:
         if held is None or held["file_id"] != up.file_id:
-            suffix = h.check_upload(up.name, up.size, max_mb * 2**20)
             with st.spinner("Reading the video…"):
-                info = upload_call(engine.video_info, up, suffix)
-            held = {"file_id": up.file_id, "name": up.name, "type": suffix, "duration": info.duration_s,
-                    "segment": None, "features": None}
+                info = upload_call(engine.video_info, up, limit)
+            held = {"file_id": up.file_id, "name": up.name, "type": uploads.check_upload(up.name, up.size, limit),
+                    "duration": info.duration_s, "segment": None, "features": None}
             st.session_state.upload = held
         segment = segment_slider(engine, held)
         if held["features"] is None or held["segment"] != segment:
             with st.spinner("Embedding the query…"):
                 start, end = segment or (None, None)
-                held["features"], held["reconstruction"] = upload_call(engine.video_features, up, held["type"],
-                                                                       start, end)
+                held["features"], held["reconstruction"] = upload_call(engine.video_features, up, limit, start, end)
             held["segment"] = segment
-    except h.InputError as e:
+    except (uploads.InputError, SearchError) as e:
         st.session_state.pop("upload", None)
-        st.error(str(e))
+        st.error(h.md(e))  # the message quotes the upload's name: shown literally
         return None
     return ("upload", held["file_id"], held["segment"])
 
 
-def upload_call(fn, up, suffix: str, *args):
-    """fn(private copy of the upload, *args); an error names the upload, never the temp file."""
-    with h.private_copy(up.getvalue(), suffix) as tmp:
-        try:
-            return fn(tmp, *args)
-        except SearchError as e:
-            raise h.InputError(str(e).replace(str(tmp), h.quote(up.name))) from None
+def upload_call(fn, up, max_bytes: int, *args):
+    """fn(private copy of the upload, *args), the upload checked first (search.uploads.query_file: an
+    error names the upload, never the temp file)."""
+    with uploads.query_file(up.getvalue(), up.name, up.size, max_bytes) as tmp:
+        return fn(tmp, *args)
 
 
 def segment_slider(engine: SearchEngine, held: dict) -> tuple[float, float] | None:
@@ -334,9 +332,7 @@ def show_query(engine: SearchEngine, index: str, query) -> None:
         up = st.session_state.get("upload_file")
         held = st.session_state.upload
         if up is not None:
-            fmt = {".webm": "video/webm", ".mov": "video/quicktime", ".mkv": "video/x-matroska",
-                   ".avi": "video/x-msvideo"}.get(held["type"], "video/mp4")
-            st.video(up.getvalue(), format=fmt)
+            st.video(up.getvalue(), format=uploads.MEDIA_TYPES[held["type"].lstrip(".")])
         span = f" · {h.seconds(*held['segment'])}" if held.get("segment") else ""
         st.caption(f"uploaded {h.quote(held['name'])}{span} · {len(held['features'])} frames")
 
