@@ -210,15 +210,19 @@ def _pool(idx, store, rng: np.random.Generator, videos: int = 20_000) -> list[np
     return np.split(vecs, cuts)
 
 
-def build(index: Path, n: int, base: Base, describe_max: int, seed: int, grow_from: Path | None = None) -> dict:
+def build(index: Path, n: int, base: Base, describe_max: int, seed: int, grow_from: Path | None = None,
+          resume: bool = False) -> dict:
     """Write an index of `n` clips to `index` (which must not exist), or copy the smaller bench index
-    `grow_from` there and add clips up to `n`. Returns the seconds per stage."""
+    `grow_from` there and add clips up to `n`, or (`resume`) add clips to the unfinished build at `index`
+    (a killed build loses the step it was in: each step commits its rows and vectors). Returns the seconds
+    per stage."""
     import torch
     from sqlalchemy import func, select
 
     from db import Clip, Video, open_db, set_setting
     from indexer.library import IndexDir
     from indexer.pipeline import describe
+    from indexer.segments import MANIFEST
     from indexer.store import VectorStore
     from lift.checkpoint import load_checkpoint
 
@@ -226,7 +230,9 @@ def build(index: Path, n: int, base: Base, describe_max: int, seed: int, grow_fr
     stages = {"copy": 0.0, "generate + describe (LiFT)": 0.0, "generate (descriptor level)": 0.0,
               "database": 0.0, "vectors (segments)": 0.0}
     t0 = time.perf_counter()
-    if grow_from is not None:
+    if resume:
+        pass
+    elif grow_from is not None:
         shutil.copytree(grow_from, index)
     else:
         _new_index(index, base)
@@ -238,8 +244,10 @@ def build(index: Path, n: int, base: Base, describe_max: int, seed: int, grow_fr
     with sessions() as s:
         done = s.scalar(select(func.count(Clip.id)))
         video_id = s.scalar(select(func.max(Video.id))) or 0
-    store = (VectorStore.open(idx.vectors, base.settings["dim"], writable=True) if done
+    store = (VectorStore.open(idx.vectors, base.settings["dim"], writable=True) if (idx.vectors / MANIFEST).exists()
              else VectorStore(idx.vectors, base.settings["dim"], meta={"lift_hash": model_hash}))
+    if len(store) != done:  # (a build killed between the two commits of a step)
+        raise SystemExit(f"{index}: {done} clips in the database but {len(store)} vectors: delete it and build again")
     store.mode = "flat"  # no IVF index while it grows (it is trained once, at the end)
     store.maintain()
     tracks, rng = Tracks(base), np.random.default_rng(seed + done)
@@ -561,9 +569,12 @@ def main(argv=None) -> int:
     result = {"clips": a.clips, "index": str(a.index), "machine": {"cpus": os.cpu_count(),
               "platform": platform.platform(), "python": platform.python_version(),
               "load_avg_at_start": os.getloadavg()}, "date": time.strftime("%Y-%m-%d %H:%M")}
-    if not (a.index / "index.db").exists():
+    built = _clips_in(a.index)
+    if built is None or built < a.clips:
+        if built is not None:
+            log.info("resuming the unfinished build at %s (%d clips)", a.index, built)
         t0 = time.perf_counter()
-        result["build"] = build(a.index, a.clips, base, a.describe_max, a.seed, a.grow_from)
+        result["build"] = build(a.index, a.clips, base, a.describe_max, a.seed, a.grow_from, resume=built is not None)
         result["build"]["seconds"] = round(time.perf_counter() - t0, 1)
     else:
         log.info("reusing the index at %s", a.index)
@@ -594,6 +605,17 @@ def main(argv=None) -> int:
     print(table(result))
     print(f"wrote {out}")
     return 0
+
+
+def _clips_in(index: Path) -> int | None:
+    """Clips in the bench index at `index` (None: no index there)."""
+    import sqlite3
+    from contextlib import closing
+
+    if not (index / "index.db").exists():
+        return None
+    with closing(sqlite3.connect(index / "index.db")) as c:
+        return c.execute("SELECT count(*) FROM clips").fetchone()[0]
 
 
 def table(r: dict) -> str:
