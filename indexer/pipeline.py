@@ -12,12 +12,13 @@ import os
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
+from itertools import groupby
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import DBAPIError
 from tqdm.auto import tqdm
 
@@ -44,7 +45,7 @@ log = logging.getLogger(__name__)
 
 
 __all__ = ["IndexOptions", "IndexReport", "IndexSettingsError", "IndexWriteError", "run_index", "describe",
-           "library_sequences", "default_lift"]
+           "library_sequences", "default_lift", "write_checkpoint"]
 
 
 class IndexSettingsError(LiftSearchError, ValueError):
@@ -58,7 +59,7 @@ class IndexWriteError(LiftSearchError, RuntimeError):
 
 _WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO, errno.EFBIG}
 # left behind by a run killed while writing one of them; removed by the next run, under the lock
-_TEMP_PATTERNS = (f"*{TEMP_SUFFIX}", f"features/*{TEMP_SUFFIX}", f"models/*{TEMP_SUFFIX}",
+_TEMP_PATTERNS = (f"*{TEMP_SUFFIX}", f"vectors/*{TEMP_SUFFIX}", f"features/*{TEMP_SUFFIX}", f"models/*{TEMP_SUFFIX}",
                   "features/*.tmp.npz", "models/incoming.safetensors", "*.part")  # (and older versions' names)
 
 
@@ -74,6 +75,7 @@ class IndexReport:
     clips_total: int = 0
     repaired: dict = field(default_factory=dict)
     read_modes: dict = field(default_factory=dict)   # videos decoded by this run: {"seek": n, "sequential": m}
+    vectors: dict = field(default_factory=dict)      # the vector store's upkeep and how it serves searches
     lift: dict = field(default_factory=dict)
     backbone: dict = field(default_factory=dict)     # name, device, runtime
     failures: list = field(default_factory=list)     # [{"path", "reason"}] of this run
@@ -133,10 +135,10 @@ def _run_locked(roots, idx: IndexDir, opts: IndexOptions, report: IndexReport, r
     backbone = _open_backbone(sessions, opts, device)  # refuses other weights or preprocessing, before any work
     report.backbone = {"name": backbone.name, "device": str(backbone.device), "runtime": backbone.runtime}
     _check_settings(sessions, opts, roots, backbone.record)
-    store = _open_store(idx, sessions)
+    store = _open_store(idx, sessions, opts)
     report.repaired = reconcile(sessions, store)
     if report.repaired["removed_vectors"]:
-        store.save(idx.vectors)
+        store.commit()
 
     with run.stage("scan"):
         pending, gone = _plan_work(sessions, roots, report)
@@ -149,8 +151,11 @@ def _run_locked(roots, idx: IndexDir, opts: IndexOptions, report: IndexReport, r
     model = model.to(device)
     if store.meta.get("lift_hash") != model_hash:
         store = (_redescribe_all(sessions, idx, model, model_hash, store, run) if len(store)
-                 else VectorStore(model.descriptor_dim, store.kind, meta={"lift_hash": model_hash}))
+                 else store.fresh(model.descriptor_dim, {"lift_hash": model_hash}))
     _store_new(ready, sessions, idx, store, model, opts, run, report)
+    with run.stage("store"):
+        report.vectors = store.maintain()  # merges, the approximate index; commits what it changed
+        report.vectors["search"] = store.describe()
     with sessions.begin() as s:
         set_setting(s, "updated_at", time.strftime("%Y-%m-%d %H:%M:%S"))
         report.videos_total = s.query(Video).count()
@@ -235,16 +240,19 @@ def _check_settings(sessions, opts: IndexOptions, roots, record: BackboneRecord)
             set_setting(s, "created_at", time.strftime("%Y-%m-%d %H:%M:%S"))
 
 
-def _open_store(idx: IndexDir, sessions) -> VectorStore:
+def _open_store(idx: IndexDir, sessions, opts: IndexOptions) -> VectorStore:
     with sessions() as s:
         dim = get_setting(s, "dim")
-    if idx.vectors.exists() and dim is not None:
-        try:
-            return VectorStore.load(idx.vectors, dim)
+    store = VectorStore(idx.vectors, dim or 0, config=opts.store)
+    if dim is not None:
+        try:  # (an index of lift-search 0.1 has one vectors.faiss: read now, migrated at the first commit)
+            store = VectorStore.open(idx.vectors, dim, opts.store, writable=True, legacy=idx.legacy_vectors)
         except StoreError as e:  # never overwritten: it may be someone's file; the user decides
-            raise StoreError(f"{e} Move it away and run again: the vectors are rebuilt from the "
-                             f"cached features, nothing is decoded again.") from None
-    return VectorStore(dim or 0)
+            raise StoreError(f"{e} Move it (or the folder {idx.vectors}) away and run again: the vectors are "
+                             f"rebuilt from the cached features, nothing is decoded again.") from None
+    if opts.ann:
+        store.mode = opts.ann
+    return store
 
 
 # ---- scan: what is new, changed, gone -----------------------------------------------------------
@@ -256,42 +264,50 @@ class Pending:
 
 
 def _plan_work(sessions, roots: list, report: IndexReport):
+    """What to do: the scanned files that are new or changed (Pending), and the ids of videos that are
+    gone or changed. Known videos are looked up in batches by path and the gone ones found by streaming
+    the paths: no row object per video, so a rerun on an unchanged library costs a stat and an index
+    lookup per file."""
     files = scan(roots)
     roots = {str(Path(r).absolute()) for r in roots}
-    pending, gone, unreadable = [], [], []
+    seen = {f.path for f in files}
+    pending, gone, unreadable, touched = [], [], [], []
     with sessions.begin() as s:
-        known = {v.path: v for v in s.scalars(select(Video))}
-        failed = {f.path: f for f in s.scalars(select(Failure))}
-        seen = {f.path for f in files}
-        for path, v in known.items():
-            if path not in seen and v.root in roots:
-                gone.append(v.id)
+        for vid, path, root in s.execute(select(Video.id, Video.path, Video.root)).yield_per(10_000):
+            if path not in seen and root in roots:
+                gone.append(vid)
                 report.removed += 1
-        for path, f in failed.items():
-            if path not in seen:
-                s.delete(f)
-        for f in files:
-            v, bad = known.get(f.path), failed.get(f.path)
-            if v is not None and v.size == f.size and v.mtime == f.mtime:
-                report.unchanged += 1
-                continue
-            if bad is not None and bad.size == f.size and bad.mtime == f.mtime:
-                continue  # failed before and unchanged since: not tried again
-            try:
-                digest = content_hash(f.path) if f.size > 0 else None
-            except OSError as e:  # unreadable (permissions, I/O error): recorded below, the run goes on
-                unreadable.append((f, f"unreadable file: {e.strerror}"))
-                continue
-            if v is not None and digest == v.content_hash:
-                v.size, v.mtime = f.size, f.mtime  # touched, not changed
-                report.unchanged += 1
-                continue
-            if v is not None:
-                gone.append(v.id)
-                report.changed += 1
-            else:
-                report.new += 1
-            pending.append(Pending(f, digest, v.id if v else None))
+        failed = {row.path: row for row in s.execute(select(Failure.id, Failure.path, Failure.size, Failure.mtime))}
+        s.execute(delete(Failure).where(Failure.id.in_([row.id for p, row in failed.items() if p not in seen])))
+        for i in range(0, len(files), 500):
+            batch = files[i:i + 500]
+            known = {row.path: row for row in s.execute(
+                select(Video.id, Video.path, Video.size, Video.mtime, Video.content_hash)
+                .where(Video.path.in_([f.path for f in batch])))}
+            for f in batch:
+                v, bad = known.get(f.path), failed.get(f.path)
+                if v is not None and v.size == f.size and v.mtime == f.mtime:
+                    report.unchanged += 1
+                    continue
+                if bad is not None and bad.size == f.size and bad.mtime == f.mtime:
+                    continue  # failed before and unchanged since: not tried again
+                try:
+                    digest = content_hash(f.path) if f.size > 0 else None
+                except OSError as e:  # unreadable (permissions, I/O error): recorded below, the run goes on
+                    unreadable.append((f, f"unreadable file: {e.strerror}"))
+                    continue
+                if v is not None and digest == v.content_hash:
+                    touched.append({"id": v.id, "size": f.size, "mtime": f.mtime})  # touched, not changed
+                    report.unchanged += 1
+                    continue
+                if v is not None:
+                    gone.append(v.id)
+                    report.changed += 1
+                else:
+                    report.new += 1
+                pending.append(Pending(f, digest, v.id if v else None))
+        if touched:
+            s.execute(update(Video), touched)
     for f, reason in unreadable:
         _record_failure(sessions, f, reason, report)
     return pending, gone
@@ -301,9 +317,10 @@ def _remove_videos(sessions, store: VectorStore, idx: IndexDir, video_ids: list[
     if not video_ids:
         return
     with sessions() as s:
-        clip_ids = list(s.scalars(select(Clip.id).where(Clip.video_id.in_(video_ids))))
+        clip_ids = [c for i in range(0, len(video_ids), 10_000)
+                    for c in s.scalars(select(Clip.id).where(Clip.video_id.in_(video_ids[i:i + 10_000])))]
     if store.remove(clip_ids):  # vectors first, then rows: a crash in between is repaired
-        store.save(idx.vectors)
+        store.commit()
     testpoint("removed-vectors")
     with sessions.begin() as s:
         delete_videos(s, video_ids)
@@ -401,7 +418,7 @@ def _resolve_model(idx: IndexDir, sessions, opts: IndexOptions, backbone: Backbo
         report.lift = current
         return model, current["hash"]
     if spec == "fit":
-        seqs = library_sequences(idx, sessions, ready)
+        seqs = library_sequences(idx, sessions, ready, max_clips=opts.train.max_clips, seed=opts.train.seed)
         if len(seqs) < 2:
             raise UsageError("--lift fit needs at least 2 clips with features to train on; index more videos "
                              "or pass --lift PATH / --lift official")
@@ -425,13 +442,48 @@ def _resolve_model(idx: IndexDir, sessions, opts: IndexOptions, backbone: Backbo
     return model, digest
 
 
-def library_sequences(idx: IndexDir, sessions, ready: list[Pending]) -> np.ndarray:
-    """The feature sequences (N, T, D) of every clip of the library: indexed videos and those about to be."""
+def library_sequences(idx: IndexDir, sessions, ready: list[Pending], max_clips: int | None = None,
+                      seed: int = 0) -> np.ndarray:
+    """The feature sequences (N, T, D) of the library's clips (indexed videos and those about to be), in the
+    order of their feature files; at most `max_clips` of them: then a seeded sample spread over the videos
+    (each video gives an equal share of clips, picked at random within it, or, with more videos than
+    clips wanted, that many videos give one clip each). Only the sampled clips are ever held in memory:
+    each feature file is read in turn, and the files of unsampled videos are not read at all."""
     with sessions() as s:
-        files = set(s.scalars(select(Video.features)))
-    files = sorted({idx.root / f for f in files} | {idx.features_path(p.content_hash) for p in ready})
-    seqs = [VideoFeatures.load(f).clip_sequences() for f in files]
-    return np.concatenate(seqs) if seqs else np.zeros((0,))
+        counts = dict(s.execute(select(Video.features, func.count(Clip.id)).join(Clip).group_by(Video.id)).all())
+    counts = {idx.root / f: n for f, n in counts.items()}
+    for p in ready:  # not indexed yet: its clips are counted from its file (its header only)
+        path = idx.features_path(p.content_hash)
+        counts[path] = counts.get(path) or VideoFeatures.count_clips(path)
+    files = sorted(counts)
+    picks = ({f: None for f in files} if max_clips is None or sum(counts.values()) <= max_clips
+             else _spread(files, counts, max_clips, seed))
+    out, n = None, 0
+    for f, rows in picks.items():
+        clips = VideoFeatures.load(f).clip_sequences()  # (c, T, D)
+        clips = clips if rows is None else clips[rows]
+        if out is None:  # one array for the whole sample, filled as the files are read
+            out = np.empty((sum(counts[g] if r is None else len(r) for g, r in picks.items()), *clips.shape[1:]),
+                           np.float32)
+        out[n:n + len(clips)] = clips
+        n += len(clips)
+    return out[:n] if out is not None else np.zeros((0,))
+
+
+def _spread(files: list, counts: dict, max_clips: int, seed: int) -> dict:
+    """{feature file: sorted clip rows} for `max_clips` clips spread over the videos (seeded): with more
+    videos than clips wanted, that many videos give one clip each; otherwise each video gives an equal
+    share (a short video all its clips, the rest shared among the others), clips picked at random."""
+    rng = np.random.default_rng(seed)
+    files = [f for f in files if counts[f]]
+    if len(files) >= max_clips:
+        chosen = np.sort(rng.choice(len(files), size=max_clips, replace=False))
+        return {files[i]: rng.choice(counts[files[i]], size=1) for i in chosen}
+    share, left = {}, max_clips
+    for i, f in enumerate(sorted(files, key=lambda f: counts[f])):  # fewest clips first
+        share[f] = min(counts[f], left // (len(files) - i))
+        left -= share[f]
+    return {f: np.sort(rng.choice(counts[f], size=share[f], replace=False)) for f in files}
 
 
 def describe(model: LiFT, seqs: np.ndarray, batch: int = 256) -> np.ndarray:
@@ -451,43 +503,50 @@ def _store_new(ready: list[Pending], sessions, idx: IndexDir, store: VectorStore
             items = [(p, VideoFeatures.load(idx.features_path(p.content_hash))) for p in chunk]
             vectors = describe(model, np.concatenate([vf.clip_sequences() for _, vf in items]))
         with run.stage("store"):
-            with sessions.begin() as s:  # database first ...
-                # clip ids are never reused (a search engine opened earlier still holds the vectors of
-                # deleted clips under their ids): they continue from the highest ever given out
-                next_id = max(get_setting(s, "next_clip_id", 1), (s.scalar(select(func.max(Clip.id))) or 0) + 1)
-                videos = []
-                for p, vf in items:
-                    s.execute(delete(Failure).where(Failure.path == p.file.path))
-                    v = Video(path=p.file.path, root=p.file.root, size=p.file.size, mtime=p.file.mtime,
-                              content_hash=p.content_hash, n_frames=vf.info.n_frames, fps=vf.info.fps,
-                              width=vf.info.width, height=vf.info.height, read_mode=vf.read_mode,
-                              features=str(idx.features_path(p.content_hash).relative_to(idx.root)))
-                    v.clips = [Clip(id=next_id + j, ordinal=j, start_s=c.start_s, end_s=c.end_s,
-                                    frame_indices=list(c.frame_indices)) for j, c in enumerate(vf.plans)]
-                    next_id += len(v.clips)
-                    s.add(v)
-                    videos.append(v)
-                s.flush()
-                ids = [c.id for v in videos for c in v.clips]  # the vectors' order
-                set_setting(s, "next_clip_id", next_id)
-            testpoint("db-committed")
-            store.add(ids, vectors)  # ... then the vectors
-            try:
-                store.save(idx.vectors)
-            except BaseException:  # e.g. disk full: take the rows back, so the index stays as it was
-                store.remove(ids)
-                _undo_videos(sessions, [v.id for v in videos])
-                raise
-            testpoint("faiss-saved")
-        report.clips_added += len(ids)
+            report.clips_added += len(write_checkpoint(sessions, idx, store, items, vectors))
+            store.maintain()  # merges segments, trains the approximate index, as the store's size asks
         bar.update(len(chunk))
     bar.close()
-    if not idx.vectors.exists():
-        store.save(idx.vectors)
+    if not store.committed:
+        store.commit()
 
 
-def _undo_videos(sessions, video_ids: list[int]) -> None:
+def write_checkpoint(sessions, idx: IndexDir, store: VectorStore, items: list, vectors: np.ndarray) -> list[int]:
+    """Store new videos: `items` [(Pending, VideoFeatures)] and their clips' descriptors (in order), database
+    first, then the vectors (one new segment). Returns the new clip ids. On a failure to write the vectors
+    (e.g. a full disk) the rows are taken back, so the index stays as it was."""
+    with sessions.begin() as s:  # database first ...
+        # clip ids are never reused (a search engine opened earlier still holds the vectors of
+        # deleted clips under their ids): they continue from the highest ever given out
+        next_id = max(get_setting(s, "next_clip_id", 1), (s.scalar(select(func.max(Clip.id))) or 0) + 1)
+        s.execute(delete(Failure).where(Failure.path.in_([p.file.path for p, _ in items])))
+        videos = [Video(path=p.file.path, root=p.file.root, size=p.file.size, mtime=p.file.mtime,
+                        content_hash=p.content_hash, n_frames=vf.info.n_frames, fps=vf.info.fps,
+                        width=vf.info.width, height=vf.info.height, read_mode=vf.read_mode,
+                        features=str(idx.features_path(p.content_hash).relative_to(idx.root))) for p, vf in items]
+        s.add_all(videos)
+        s.flush()
+        rows = []
+        for v, (_, vf) in zip(videos, items):
+            rows += [{"id": next_id + len(rows) + j, "video_id": v.id, "ordinal": j, "start_s": c.start_s,
+                      "end_s": c.end_s, "frame_indices": list(c.frame_indices)} for j, c in enumerate(vf.plans)]
+        if rows:
+            s.execute(insert(Clip), rows)
+        ids = [r["id"] for r in rows]  # the vectors' order
+        set_setting(s, "next_clip_id", next_id + len(rows))
+    testpoint("db-committed")
+    store.add(ids, vectors)  # ... then the vectors
     try:
+        store.commit()
+    except BaseException:  # e.g. disk full: take the rows back, so the index stays as it was
+        _undo(store, sessions, [v.id for v in videos])
+        raise
+    return ids
+
+
+def _undo(store: VectorStore, sessions, video_ids: list[int]) -> None:
+    try:
+        store.rollback()
         with sessions.begin() as s:
             delete_videos(s, video_ids)
     except Exception as e:  # reconcile re-queues them at the next run or search
@@ -495,15 +554,17 @@ def _undo_videos(sessions, video_ids: list[int]) -> None:
 
 
 def _redescribe_all(sessions, idx: IndexDir, model: LiFT, model_hash: str, old: VectorStore, run: Runner):
-    """The LiFT weights changed: recompute every stored clip's descriptor from the cached features."""
+    """The LiFT weights changed: recompute every stored clip's descriptor from the cached features, into
+    new segments that replace the old ones at one commit (streamed: one video's clips at a time)."""
     log.info("LiFT weights changed: re-describing all %d clips from cached features", len(old))
-    store = VectorStore(model.descriptor_dim, old.kind, meta={"lift_hash": model_hash})
+    store = old.fresh(model.descriptor_dim, {"lift_hash": model_hash})
+    rows = (select(Clip.video_id, Clip.id, Video.features).join(Video).order_by(Clip.video_id, Clip.ordinal))
     with sessions() as s, run.stage("lift"):
-        for v in s.scalars(select(Video).order_by(Video.id)):
-            vf = VideoFeatures.load(idx.root / v.features)
-            clips = sorted(v.clips, key=lambda c: c.ordinal)
+        for _, clips in groupby(s.execute(rows).yield_per(10_000), key=lambda r: r.video_id):
+            clips = list(clips)
+            vf = VideoFeatures.load(idx.root / clips[0].features)
             store.add([c.id for c in clips], describe(model, vf.clip_sequences()))
-    store.save(idx.vectors)
+    store.commit()
     return store
 
 
