@@ -100,6 +100,8 @@ class IndexOptions:
     progress: bool = True
     db: str | None = None           # where a new index keeps its metadata: a SQLAlchemy URL such as
                                     # postgresql://user@host/dbname; None: the SQLite file IDX/index.db
+    ray: str | None = None          # decode + embed on Ray: "auto" (join or start a local cluster) or an address
+    ray_cpus: int | None = None     # CPUs of a local cluster that "auto" starts (None: all of this machine's)
 
 
 MAX_UPLOAD_MB = 200  # largest query video the app and the HTTP API accept

@@ -1,0 +1,126 @@
+"""`run_index` with Ray (`--ray`): the same index as the local runner, whatever dies.
+
+One local Ray cluster serves the whole test session (tests/conftest.py `ray_cluster`, 2 CPUs). The default set
+compares a Ray run with a local one on a library of synthetic and corrupt files (one of which segfaults its
+decoder); the slow set SIGKILLs the driver mid-run and runs it again, and kills Ray worker processes (a decoder
+actor and the embedder actor) in the middle of a run.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from indexer.pipeline import run_index
+from tests.helpers import differences, make_library, snapshot
+from tests.index_driver import options
+
+GROUPS = ("left_right", "up_down", "open_close")  # 6 good videos (two checkpoints of 3) + 3 bad files
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory) -> Path:
+    return make_library(tmp_path_factory.mktemp("ray") / "videos", groups=GROUPS)
+
+
+@pytest.fixture(scope="module")
+def reference(driver, library, tmp_path_factory) -> dict:
+    """The local runner's index of the library (the index driver's options)."""
+    index = tmp_path_factory.mktemp("ref") / "idx"
+    status, result, _, _ = driver.run([library], index)
+    assert status == "exit 0" and result["ok"], result
+    snap = snapshot(index)
+    assert not snap["problems"] and len(snap["vectors"]) == 6 and len(snap["failures"]) == 3
+    return {"snapshot": snap, "failures": result["report"]["failures"]}
+
+
+def reasons(failures: list[dict]) -> dict:
+    return {Path(f["path"]).name: f["reason"] for f in failures}
+
+
+def test_ray_gives_the_local_runner_s_index(ray_cluster, driver, library, reference, tmp_path):
+    """A driver process of its own joins the cluster by its address (so the workers get this checkout's code
+    through the job's runtime_env) with the decoder hook on: x__segfault__.mp4 crashes its decoder."""
+    index, opts = tmp_path / "idx", {"ray": ray_cluster}
+    status, result, _, _ = driver.run([library], index, opts=opts)
+    assert status == "exit 0" and result["ok"], result
+    report = result["report"]
+    assert differences(reference["snapshot"], snapshot(index)) == []  # clips, vectors to 1e-5, failures, LiFT
+    assert reasons(report["failures"]) == reasons(reference["failures"])  # the same reasons, word for word
+    assert reasons(report["failures"])["x__segfault__.mp4"] == "decoder crashed (signal SIGSEGV)"
+    assert report["backbone"]["ray"]["embedders"] == 1 and report["stages"]["backbone"] > 0
+    status, result, _, _ = driver.run([library], index, opts=opts)  # nothing new: nothing decoded
+    assert status == "exit 0" and result["report"]["decoded"] == 0 and result["report"]["unchanged"] == 6
+    assert differences(reference["snapshot"], snapshot(index)) == []
+
+
+@pytest.mark.slow
+def test_a_killed_driver_resumes_without_decoding_anything_twice(ray_cluster, driver, library, reference, tmp_path):
+    from indexer.library import IndexDir
+    from db import Failure, open_db
+
+    index, opts = tmp_path / "idx", {"ray": ray_cluster}  # a driver process of its own, joining the cluster
+    status, _, passed, _ = driver.run([library], index, points="decoder,feature-cached=kill@3", opts=opts)
+    assert status == "signal SIGKILL" and passed[-1] == "feature-cached", passed
+    cached = len(list(IndexDir(index).features.glob("*.npz")))
+    sessions = open_db(IndexDir(index).db)
+    with sessions() as s:
+        failed = s.query(Failure).count()
+    sessions.kw["bind"].dispose()
+    assert cached >= 3
+    status, result, _, _ = driver.run([library], index, opts=opts)
+    assert status == "exit 0" and result["ok"], result
+    assert result["report"]["decoded"] == 9 - cached - failed  # what was cached or recorded is not decoded again
+    assert differences(reference["snapshot"], snapshot(index)) == []
+
+
+def ray_workers(stage: str) -> list[int]:
+    """Pids of the Ray worker processes running a Ray Data stage (their process title names the class)."""
+    pids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                cmd = (d / "cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            if cmd.startswith("ray::") and f"({stage})" in cmd:
+                pids.append(int(d.name))
+    return pids
+
+
+@pytest.mark.slow
+def test_ray_workers_killed_mid_run_cost_nothing(ray_cluster, library, reference, tmp_path, monkeypatch):
+    """A decoder actor and the embedder actor are SIGKILLed once the first features are cached: Ray restarts
+    them and retries their tasks; the index is the local runner's, with no failure but the 3 bad files."""
+    monkeypatch.setenv("LIFT_SEARCH_TEST_POINTS", "decoder")
+    index, killed = tmp_path / "idx", []
+
+    def killer():
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not killed:
+            if list((index / "features").glob("*.npz")):
+                for stage in ("MapBatches(DecodeActor)", "MapBatches(EmbedActor)"):
+                    pids = ray_workers(stage)
+                    if pids:
+                        os.kill(pids[0], signal.SIGKILL)
+                        killed.append(stage)
+                return
+            time.sleep(0.05)
+
+    t = threading.Thread(target=killer, daemon=True)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the reference's driver runs (LiFT training differs by ~1e-6 with other counts)
+    try:
+        t.start()
+        report = run_index([library], index, options({"ray": "auto"}))  # this process's Ray session, as it is
+    finally:
+        torch.set_num_threads(threads)
+        t.join()
+    assert killed == ["MapBatches(DecodeActor)", "MapBatches(EmbedActor)"], killed
+    assert differences(reference["snapshot"], snapshot(index)) == []
+    assert reasons(report.failures) == reasons(reference["failures"])
