@@ -134,7 +134,7 @@ class Backbone:
         self.amp_dtype: torch.dtype | None = None
         if self.device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
-            self.amp_dtype = choose_amp_dtype(self._pooled, self._probe(), self.device.type)
+            self.amp_dtype = choose_amp_dtype(self.pooled, self.probe(), self.device.type)
         elif cpu_bf16:  # opt-in: features within cosine ~0.995 of fp32 (efficientnet-lite0), ~2x less CPU time
             if cpu_bf16_supported():
                 self.amp_dtype = torch.bfloat16
@@ -181,11 +181,11 @@ class Backbone:
             x = x.float().div_(255)
         return (x - self._mean) / self._std
 
-    def _pooled(self, x: torch.Tensor) -> torch.Tensor:
+    def pooled(self, x: torch.Tensor) -> torch.Tensor:
         """The model's pooled features of preprocessed frames (N, 3, S, S) -> (N, D), in PyTorch."""
         return self.model.forward_head(self.model.forward_features(x), pre_logits=True)
 
-    def _probe(self, n: int = 8) -> torch.Tensor:
+    def probe(self, n: int = 8) -> torch.Tensor:
         """A fixed batch of preprocessed frames (uniform noise pixels) for the checks at load time."""
         g = torch.Generator().manual_seed(0)
         pixels = torch.rand(n, 3, self.preprocess.crop, self.preprocess.crop, generator=g).to(self.device)
@@ -239,7 +239,7 @@ class Backbone:
         """Several videos' frames ((N_i, H_i, W_i, 3) uint8 RGB each) -> their (N_i, dim) float32 features,
         their frames batched together in fixed-shape batches (one model call per ``batch_size`` frames of the
         lot, not one per video); a video's features are the same as by ``encode_frames`` alone."""
-        return self._run(videos, batch_size or self.batch_size, self._onnx or self._pooled, self.dim)
+        return self._run(videos, batch_size or self.batch_size, self._onnx or self.pooled, self.dim)
 
     def classify(self, frames: np.ndarray, batch_size: int | None = None) -> np.ndarray:
         """(N, H, W, 3) uint8 RGB -> (N, num_classes) class probabilities, for models with a head."""
