@@ -33,6 +33,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+# the runs of one machine's bench join its own local cluster: no token to hand around (Ray >= 2.5x enables
+# token authentication for clusters that ray.init starts; a real cluster keeps its own setting)
+ENV = {**os.environ, "PYTHONPATH": str(REPO), "RAY_AUTH_MODE": "disabled"}
 sys.path[:0] = [str(REPO), str(REPO / "bench")]
 
 import index_throughput as it  # noqa: E402  (the library and the fixed LiFT)
@@ -59,8 +62,7 @@ r = run_index([{str(library)!r}], {str(index)!r}, IndexOptions(backbone="{it.BAC
 print(json.dumps({{"seconds": time.perf_counter() - t0, "videos": r.new, "failed": r.failed, "clips": r.clips_added,
                   "stages": r.stages}}))
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env={**os.environ, "PYTHONPATH": str(REPO)})
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV)
     if out.returncode:
         raise RuntimeError(f"{way} run failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -75,7 +77,7 @@ class Cluster:
                 "logging_level=logging.WARNING); print(ray.get_runtime_context().gcs_address, flush=True); "
                 "sys.stdin.read(); ray.shutdown()")
         self.proc = subprocess.Popen([sys.executable, "-c", code, str(cpus)], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+                                     stdout=subprocess.PIPE, text=True, env=ENV)
         self.address = self.proc.stdout.readline().strip()
         if not self.address:
             raise RuntimeError("the Ray cluster did not start")
