@@ -157,11 +157,13 @@ def extract_features(todo: list[Pending], embed: Embedder, opts: IndexOptions, w
     this one; each video's features are cached as soon as they are made. Returns the videos that have them."""
     if not todo:
         return []
-    ready, batch, by_path = [], [], {p.file.path: p for p in todo}
+    ready, batch, by_path, t0 = [], [], {p.file.path: p for p in todo}, time.perf_counter()
     bar = progress_bar(len(todo), opts)
 
     def flush():
         run.add(embed([(d, p.content_hash) for d, p in batch]))
+        if not ready:  # start-up included: decoder processes, the first batch of videos
+            run.add({"first features (start-up)": time.perf_counter() - t0})
         for d, p in batch:
             report.read_modes[d.read_mode] = report.read_modes.get(d.read_mode, 0) + 1
             ready.append(p)

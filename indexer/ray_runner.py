@@ -23,12 +23,13 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import time
 from pathlib import Path
 
-import numpy as np
-import torch
+from typing import TYPE_CHECKING
 
-from lift.backbones import Backbone
+import numpy as np
+
 from lift.config import IndexOptions
 from lift.errors import BackboneError, UsageError
 
@@ -37,6 +38,9 @@ from .library import IndexDir
 from .stages import DecoderConfig, EmbedderSpec, Pending, Runner, Writer, failure_reason, progress_bar
 from .testpoint import enabled as _test_enabled
 from .testpoint import testpoint
+
+if TYPE_CHECKING:  # no torch at import: the decoder actors import this module
+    from lift.backbones import Backbone
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +118,7 @@ class EmbedActor:
                 "device": np.array([self.where["device"]] * n), "runtime": np.array([self.where["runtime"]] * n)}
 
 
-def extract_features_ray(todo: list[Pending], backbone: Backbone, idx: IndexDir, opts: IndexOptions,
+def extract_features_ray(todo: list[Pending], backbone: "Backbone", idx: IndexDir, opts: IndexOptions,
                          writer: Writer, run: Runner, report) -> list[Pending]:
     """Decode and embed ``todo`` on Ray (see the module docstring); returns the videos whose features are
     cached now, in ``todo``'s order. Failures are recorded by ``writer`` as they arrive."""
@@ -135,6 +139,8 @@ def extract_features_ray(todo: list[Pending], backbone: Backbone, idx: IndexDir,
         report.backbone["ray"] = {"cpus": cpus, "gpus": gpus, "decoders": opts.workers, "decoder_cpus": decoder_cpus,
                                   "embedders": embedders, "embedder_gpus": 1 if on_gpu else 0}
         decoder = DecoderConfig(backbone.preprocess.resize, opts.sampling, opts.timeout_s, _test_enabled("decoder"))
+        import torch
+
         spec = EmbedderSpec(backbone.record.to_dict(), str(idx.root), "cuda" if on_gpu else "cpu",
                             opts.runtime, opts.backbone_weights, None if on_gpu else torch.get_num_threads())
         ctx = ray.data.DataContext.get_current()
@@ -150,7 +156,7 @@ def extract_features_ray(todo: list[Pending], backbone: Backbone, idx: IndexDir,
               .map_batches(EmbedActor, fn_constructor_kwargs={"spec": spec},
                            batch_size=max(1, opts.batch_frames // opts.sampling.frames_per_clip),
                            compute=ray.data.ActorPoolStrategy(size=embedders), num_cpus=1, num_gpus=1 if on_gpu else 0))
-        ready, bar = [], progress_bar(len(todo), opts)
+        ready, bar, t0, first = [], progress_bar(len(todo), opts), time.perf_counter(), True
         testpoint("decode-start")
         rows = iter(ds.iter_rows())
         while True:
@@ -158,6 +164,9 @@ def extract_features_ray(todo: list[Pending], backbone: Backbone, idx: IndexDir,
                 row = next(rows, None)
             if row is None:
                 break
+            if first:  # start-up included: the actors (imports, the backbone), the first batch of videos
+                run.add({"first features (start-up)": time.perf_counter() - t0})
+                first = False
             p = todo[row["i"]]
             run.add({"decode (workers)": row["decode_s"], "backbone": row["backbone_s"], "cache": row["cache_s"]})
             if row["error"]:

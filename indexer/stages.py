@@ -19,15 +19,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import cv2
 import numpy as np
-import torch
 from sqlalchemy import delete, func, select
 from tqdm.auto import tqdm
 
 from db import Clip, Failure, Video, delete_videos, get_setting, set_setting
-from lift import LiFT
-from lift.backbones import Backbone, BackboneRecord, backbone_from_record
 from lift.config import IndexOptions, Sampling
 
 from .decode import DecodePool, Decoded
@@ -36,6 +35,10 @@ from .reconcile import reconcile
 from .scan import ScannedFile, content_hash, scan
 from .store import VectorStore
 from .testpoint import testpoint
+
+if TYPE_CHECKING:  # torch is imported where it is used: a Ray decoder actor imports this module and needs none
+    from lift import LiFT
+    from lift.backbones import Backbone
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +178,10 @@ class EmbedderSpec:
     threads: int | None = None       # torch threads on the CPU (None: as the process has them)
 
     def build(self) -> "Embedder":
+        import torch
+
+        from lift.backbones import BackboneRecord, backbone_from_record
+
         if self.threads:
             torch.set_num_threads(self.threads)
         backbone = backbone_from_record(BackboneRecord.from_dict(self.record), self.device, self.weights,
@@ -190,7 +197,7 @@ class Embedder:
     a GPU busy, and every call has the same shape, so a video's features do not depend on which videos
     share its batches (a resumed or distributed run gives the same features)."""
 
-    def __init__(self, backbone: Backbone, idx: IndexDir):
+    def __init__(self, backbone: "Backbone", idx: IndexDir):
         self.backbone, self.idx = backbone, idx
 
     def __call__(self, videos: list[tuple[Decoded, str]]) -> Timing:
@@ -208,10 +215,12 @@ class Embedder:
 class Describer:
     """Clip feature sequences (N, T, D) -> stored descriptors (N, 2d), with the run's LiFT (stage 4)."""
 
-    def __init__(self, model: LiFT, batch: int = 256):
+    def __init__(self, model: "LiFT", batch: int = 256):
         self.model, self.batch = model, batch
 
     def __call__(self, seqs: np.ndarray) -> np.ndarray:
+        import torch
+
         device = self.model.feature_mean.device
         out = [self.model.describe(torch.as_tensor(seqs[i:i + self.batch], device=device)).cpu().numpy()
                for i in range(0, len(seqs), self.batch)]
