@@ -1,6 +1,6 @@
 """What `--ray` costs on one machine: the local pipeline against the Ray runner, on the same library, in one run.
 
-    python bench/ray_overhead.py              # ~15 min on a 2-core machine: 3 rounds
+    python bench/ray_overhead.py              # ~15 min on a 2-core machine: 3 rounds (--rounds 6: ~25 min)
     python bench/ray_overhead.py --quick      # 2 rounds of a smaller library
 
 Each round indexes the library (index_throughput.py's mixed library: real footage up to 1080p and synthetic
@@ -13,10 +13,9 @@ clips) three ways, into fresh index folders, with the same fixed LiFT file (desc
                costs on a cluster that is up, actors (decoders, the embedder with its backbone) still started
                per run.
 
-The ways alternate within each round (the machine is shared and noisy); the overhead is the median over rounds
-of the per-round ratio ray / local, for the whole run and for the run after its first features are cached
-(less the start-up: the cluster connection, the decoder processes and actors, the backbone's loading, the first
-batch). Every Ray run's index is checked against the local one (same clips, vectors to 1e-5). Prints a table; writes JSON (default bench/results/ray_overhead.json).
+The ways alternate within each round, each of them first, second and third in turn (the machine is shared and
+noisy); the overhead is the median over rounds of the per-round ratio ray / local, for the whole run and for the
+run less its connection to Ray (for a cold run, the cluster's start). Every Ray run's index is checked against the local one (same clips, vectors to 1e-5). Prints a table; writes JSON (default bench/results/ray_overhead.json).
 """
 from __future__ import annotations
 
@@ -119,25 +118,24 @@ def main(argv: list[str] | None = None) -> dict:
         shutil.rmtree(work / "warmup")
         runs = {w: [] for w in WAYS}
         for r in range(rounds):
-            ref, cluster = None, None
-            try:
-                for way in WAYS:  # the warm run's cluster starts after the cold run, which starts its own
-                    if way == "ray (warm)":
-                        cluster = Cluster(os.cpu_count())
-                    index = work / f"idx-{r}-{WAYS.index(way)}"
+            ref, order = None, WAYS[r % 3:] + WAYS[:r % 3]  # each way first, second and third in turn
+            for way in order:
+                index = work / f"idx-{r}-{WAYS.index(way)}"
+                cluster = Cluster(os.cpu_count()) if way == "ray (warm)" else None  # up only for its run, so
+                try:  # that a cold run starts its own
                     res = one_run(way, library, index, lift, args.workers, cluster and cluster.address)
-                    snap = snapshot(index)
-                    if ref is None:
-                        ref = snap
-                    else:
-                        res["differences"] = differences(ref, snap)
-                        assert not res["differences"], res["differences"]
-                    shutil.rmtree(index)
-                    runs[way].append(res)
-                    log.info("round %d %s: %.1f s", r + 1, way, res["seconds"])
-            finally:
-                if cluster is not None:
-                    cluster.close()
+                finally:
+                    if cluster is not None:
+                        cluster.close()
+                snap = snapshot(index)
+                if ref is None:
+                    ref = snap
+                else:
+                    res["differences"] = differences(ref, snap)
+                    assert not res["differences"], res["differences"]
+                shutil.rmtree(index)
+                runs[way].append(res)
+                log.info("round %d %s: %.1f s", r + 1, way, res["seconds"])
     finally:
         if tmp is not None:
             tmp.cleanup()
@@ -149,12 +147,10 @@ def main(argv: list[str] | None = None) -> dict:
         ratios = [s / l for s, l in zip(secs, local)]
         stages = {k: statistics.median(x["stages"].get(k, 0.0) for x in runs[way])
                   for k in sorted({k for x in runs[way] for k in x["stages"]})}
-        steady = [x["seconds"] - x["stages"].get("ray (connect)", 0.0) - x["stages"].get("first features (start-up)", 0.0)
-                  for x in runs[way]]
-        local_steady = [x["seconds"] - x["stages"].get("first features (start-up)", 0.0) for x in runs["local"]]
+        connected = [x["seconds"] - x["stages"].get("ray (connect)", 0.0) for x in runs[way]]
         summary[way] = {"seconds_median": statistics.median(secs), "seconds": secs,
-                        "after_first_features_median": statistics.median(steady),
-                        "after_first_features_ratio_median": statistics.median(a / b for a, b in zip(steady, local_steady)),
+                        "less_connect_median": statistics.median(connected),
+                        "less_connect_ratio_median": statistics.median(a / b for a, b in zip(connected, local)),
                         "ratio_to_local_median": statistics.median(ratios), "ratios": ratios,
                         "stages_median": stages}
     result = {"benchmark": "ray_overhead", "created": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -174,12 +170,11 @@ def print_report(r: dict) -> None:
     print(f"\nLibrary: {r['library']['videos']} videos, {r['library']['clips']} clips; {r['machine']['cpus']} CPUs; "
           f"{r['settings']['rounds']} rounds; load average at the end {r['machine']['load_avg_at_end']}\n")
     rows = [[way, f"{v['seconds_median']:.1f}", " ".join(f"{s:.1f}" for s in v["seconds"]),
-             f"{100 * (v['ratio_to_local_median'] - 1):+.0f}%", f"{v['after_first_features_median']:.1f}",
-             f"{100 * (v['after_first_features_ratio_median'] - 1):+.0f}%"] for way, v in r["summary"].items()]
-    print(it._table(rows, ["run", "seconds (median)", "per round", "vs local", "after the first features",
-                           "vs local"]))
-    print("(vs local: median over rounds of the ratio to the round's local run; after the first features: the run "
-          "less its cluster connection and its time to the first cached features, i.e. less start-up)")
+             f"{100 * (v['ratio_to_local_median'] - 1):+.0f}%", f"{v['less_connect_median']:.1f}",
+             f"{100 * (v['less_connect_ratio_median'] - 1):+.0f}%"] for way, v in r["summary"].items()]
+    print(it._table(rows, ["run", "seconds (median)", "per round", "vs local", "less ray.init", "vs local"]))
+    print("(vs local: median over rounds of the ratio to the round's local run; less ray.init: the run less its "
+          "connection to Ray, which for a cold run is the cluster's start)")
     print()
     keys = sorted({k for v in r["summary"].values() for k in v["stages_median"]})
     rows = [[k, *(f"{r['summary'][w]['stages_median'].get(k, 0.0):.1f}" for w in r["summary"])] for k in keys]

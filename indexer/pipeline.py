@@ -131,11 +131,11 @@ def _run_locked(roots, idx: IndexDir, opts: IndexOptions, report: IndexReport) -
 
     cached, todo = plan.split(idx)                             # 2.-3. decode + embed, features cached
     report.decoded = len(todo)
-    if opts.ray:
-        from .ray_runner import extract_features_ray
-        ready = extract_features_ray(todo, backbone, idx, opts, writer, run, report)
+    if opts.ray:  # the same stages on a Ray cluster: the Embedder there is built from this one's record
+        from .ray_runner import extract_features_ray as extract
     else:
-        ready = extract_features(todo, Embedder(backbone, idx), opts, writer, run, report)
+        extract = extract_features
+    ready = extract(todo, Embedder(backbone, idx), opts, writer, run, report)
 
     with run.stage("lift"):                                    # 4. the LiFT: the index's, given, or trained
         model, model_hash = _resolve_model(idx, sessions, opts, backbone, cached + ready, report, device)

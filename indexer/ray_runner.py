@@ -26,21 +26,15 @@ import pickle
 import time
 from pathlib import Path
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
 from lift.config import IndexOptions
 from lift.errors import BackboneError, UsageError
 
 from .decode import Decoded
-from .library import IndexDir
-from .stages import DecoderConfig, EmbedderSpec, Pending, Runner, Writer, failure_reason, progress_bar
+from .stages import DecoderConfig, Embedder, EmbedderSpec, Pending, Runner, Writer, failure_reason, progress_bar
 from .testpoint import enabled as _test_enabled
 from .testpoint import testpoint
-
-if TYPE_CHECKING:  # no torch at import: the decoder actors import this module
-    from lift.backbones import Backbone
 
 log = logging.getLogger(__name__)
 
@@ -118,10 +112,11 @@ class EmbedActor:
                 "device": np.array([self.where["device"]] * n), "runtime": np.array([self.where["runtime"]] * n)}
 
 
-def extract_features_ray(todo: list[Pending], backbone: "Backbone", idx: IndexDir, opts: IndexOptions,
-                         writer: Writer, run: Runner, report) -> list[Pending]:
+def extract_features_ray(todo: list[Pending], embed: Embedder, opts: IndexOptions, writer: Writer, run: Runner,
+                         report) -> list[Pending]:
     """Decode and embed ``todo`` on Ray (see the module docstring); returns the videos whose features are
-    cached now, in ``todo``'s order. Failures are recorded by ``writer`` as they arrive."""
+    cached now, in ``todo``'s order. Failures are recorded by ``writer`` as they arrive. ``embed`` is the
+    driver's Embedder: the actors build theirs from its backbone's record and index folder."""
     if not todo:
         return []
     ray = _ray()
@@ -138,10 +133,11 @@ def extract_features_ray(todo: list[Pending], backbone: "Backbone", idx: IndexDi
         decoder_cpus = max(0.1, min(1.0, (cpus - embedders) / opts.workers))
         report.backbone["ray"] = {"cpus": cpus, "gpus": gpus, "decoders": opts.workers, "decoder_cpus": decoder_cpus,
                                   "embedders": embedders, "embedder_gpus": 1 if on_gpu else 0}
+        backbone = embed.backbone
         decoder = DecoderConfig(backbone.preprocess.resize, opts.sampling, opts.timeout_s, _test_enabled("decoder"))
         import torch
 
-        spec = EmbedderSpec(backbone.record.to_dict(), str(idx.root), "cuda" if on_gpu else "cpu",
+        spec = EmbedderSpec(backbone.record.to_dict(), str(embed.idx.root), "cuda" if on_gpu else "cpu",
                             opts.runtime, opts.backbone_weights, None if on_gpu else torch.get_num_threads())
         ctx = ray.data.DataContext.get_current()
         ctx.execution_options.preserve_order = True  # the local run's order: the same clip ids

@@ -95,7 +95,8 @@ class IndexOptions:
     runtime: str = "auto"           # backbone engine on the CPU: auto (ONNX Runtime), torch, onnxruntime
     workers: int = DECODE_WORKERS
     timeout_s: float = DECODE_TIMEOUT_S
-    batch_frames: int = 128         # frames per backbone call, gathered across videos
+    batch_frames: int = 128         # frames of several videos per embedder call (the backbone runs them in
+                                    # fixed-shape batches of Backbone.batch_size); on Ray: // frames_per_clip videos
     checkpoint_videos: int = 256    # videos per database + vector checkpoint
     progress: bool = True
     db: str | None = None           # where a new index keeps its metadata: a SQLAlchemy URL such as
