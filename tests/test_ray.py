@@ -79,38 +79,46 @@ def test_a_killed_driver_resumes_without_decoding_anything_twice(ray_cluster, dr
     assert differences(reference["snapshot"], snapshot(index)) == []
 
 
-def ray_workers(stage: str) -> list[int]:
-    """Pids of the Ray worker processes running a Ray Data stage (their process title names the class)."""
-    pids = []
+def processes() -> dict[int, tuple[int, str]]:
+    """pid -> (parent pid, command line) of every process."""
+    out = {}
     for d in Path("/proc").iterdir():
         if d.name.isdigit():
             try:
-                cmd = (d / "cmdline").read_bytes().decode(errors="replace")
-            except OSError:
+                cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
                 continue
-            if cmd.startswith("ray::") and f"({stage})" in cmd:
-                pids.append(int(d.name))
-    return pids
+            out[int(d.name)] = (ppid, cmd)
+    return out
+
+
+def ray_workers(stage: str) -> list[int]:
+    """Pids of the Ray worker processes of a Ray Data stage (their process title names the class) that are at
+    work: an embedder, or a decoder whose DecodePool process runs (so its tasks are flowing)."""
+    procs = processes()
+    actors = [pid for pid, (_, cmd) in procs.items() if cmd.startswith("ray::") and f"({stage})" in cmd]
+    if "Decode" in stage:
+        actors = [a for a in actors if any(pp == a and "_worker_entry" in cmd for pp, cmd in procs.values())]
+    return actors
 
 
 @pytest.mark.slow
 def test_ray_workers_killed_mid_run_cost_nothing(ray_cluster, library, reference, tmp_path, monkeypatch):
-    """A decoder actor and the embedder actor are SIGKILLed once the first features are cached: Ray restarts
-    them and retries their tasks; the index is the local runner's, with no failure but the 3 bad files."""
+    """A decoder actor is SIGKILLed as soon as it decodes, the embedder actor once it has cached features: Ray
+    restarts them and retries their tasks; the index is the local runner's, with no failure but the 3 bad files."""
     monkeypatch.setenv("LIFT_SEARCH_TEST_POINTS", "decoder")
     index, killed = tmp_path / "idx", []
 
-    def killer():
+    def killer():  # a decoder as soon as it decodes, the embedder once it has cached a video's features
         deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and not killed:
-            if list((index / "features").glob("*.npz")):
-                for stage in ("MapBatches(DecodeActor)", "MapBatches(EmbedActor)"):
-                    pids = ray_workers(stage)
-                    if pids:
-                        os.kill(pids[0], signal.SIGKILL)
-                        killed.append(stage)
-                return
-            time.sleep(0.05)
+        while time.monotonic() < deadline and len(killed) < 2:
+            for stage in ("MapBatches(DecodeActor)", "MapBatches(EmbedActor)"):
+                ready = "Decode" in stage or list((index / "features").glob("*.npz"))
+                if stage not in killed and ready and (pids := ray_workers(stage)):
+                    os.kill(pids[0], signal.SIGKILL)
+                    killed.append(stage)
+            time.sleep(0.02)
 
     t = threading.Thread(target=killer, daemon=True)
     threads = torch.get_num_threads()
