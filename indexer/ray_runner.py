@@ -69,7 +69,12 @@ def connect(address: str, num_cpus: int | None = None) -> bool:
             os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))
             ray.init(num_cpus=num_cpus or os.cpu_count(), **kw)
     else:
-        ray.init(address=address, runtime_env=shipped, **kw)
+        try:
+            ray.init(address=address, runtime_env=shipped, **kw)
+        except ConnectionError as e:
+            raise UsageError(f"cannot join the Ray cluster at {address}: {e}. Is it running and reachable from here? "
+                             "A cluster with token authentication wants its token on this machine too "
+                             "(RAY_AUTH_MODE=token, and RAY_AUTH_TOKEN or ~/.ray/auth_token)") from None
     return True
 
 

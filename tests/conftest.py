@@ -16,7 +16,7 @@ os.environ["LIFT_SEARCH_CACHE"] = tempfile.mkdtemp(prefix="lift-search-test-cach
 from indexer.pipeline import run_index
 from indexer.synth import render_library
 from lift.config import TrainConfig
-from tests.helpers import SMALL_GROUPS, small_options
+from tests.helpers import RAY_TEST_ENV, SMALL_GROUPS, small_options
 from tests.index_driver import Driver
 
 PG_URL = os.environ.get("LIFT_SEARCH_TEST_PG")  # postgresql://user@host:port/dbname, password in PGPASSWORD
@@ -102,6 +102,7 @@ def ray_cluster():
 
     root = str(Path(__file__).resolve().parent.parent)  # the workers import this checkout's code
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
+    os.environ.update(RAY_TEST_ENV)  # (driver processes started before this one pass it themselves)
     ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
     try:
         yield ray.get_runtime_context().gcs_address

@@ -3,7 +3,9 @@
 One local Ray cluster serves the whole test session (tests/conftest.py `ray_cluster`, 2 CPUs). The default set
 compares a Ray run with a local one on a library of synthetic and corrupt files (one of which segfaults its
 decoder); the slow set SIGKILLs the driver mid-run and runs it again, and kills Ray worker processes (a decoder
-actor and the embedder actor) in the middle of a run.
+actor and the embedder actor) in the middle of a run. The tests that use the index driver ask for it before the
+cluster, so that its process is started without the cluster's environment, as in a full run where other tests
+started it: each run is given what joining the cluster needs (RAY_TEST_ENV).
 """
 from __future__ import annotations
 
@@ -16,8 +18,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from indexer.library import IndexDir
 from indexer.pipeline import run_index
-from tests.helpers import differences, make_library, snapshot
+from tests.helpers import RAY_TEST_ENV, differences, make_library, snapshot
 from tests.index_driver import options
 
 GROUPS = ("left_right", "up_down", "open_close")  # 6 good videos (two checkpoints of 3) + 3 bad files
@@ -36,44 +39,68 @@ def reference(driver, library, tmp_path_factory) -> dict:
     assert status == "exit 0" and result["ok"], result
     snap = snapshot(index)
     assert not snap["problems"] and len(snap["vectors"]) == 6 and len(snap["failures"]) == 3
-    return {"snapshot": snap, "failures": result["report"]["failures"]}
+    modes = recorded(index)["read_modes"]
+    assert len(modes) == 6 and set(modes.values()) <= {"seek", "sequential"}, modes
+    return {"snapshot": snap, "failures": result["report"]["failures"], "recorded": recorded(index),
+            "read_modes": result["report"]["read_modes"]}
+
+
+def recorded(index: Path) -> dict:
+    """What a run records beside the clips: each video's read mode (seek or sequential) and the backbone record."""
+    from sqlalchemy import select
+
+    from db import Video, get_setting, open_db
+    from indexer.library import IndexDir
+
+    sessions = open_db(IndexDir(index).db)
+    try:
+        with sessions() as s:
+            modes = {Path(p).name: m for p, m in s.execute(select(Video.path, Video.read_mode))}
+            return {"read_modes": modes, "backbone_record": get_setting(s, "backbone_record")}
+    finally:
+        sessions.kw["bind"].dispose()
 
 
 def reasons(failures: list[dict]) -> dict:
     return {Path(f["path"]).name: f["reason"] for f in failures}
 
 
-def test_ray_gives_the_local_runner_s_index(ray_cluster, driver, library, reference, tmp_path):
+def test_ray_gives_the_local_runner_s_index(driver, ray_cluster, library, reference, db_url, tmp_path):
     """A driver process of its own joins the cluster by its address (so the workers get this checkout's code
-    through the job's runtime_env) with the decoder hook on: x__segfault__.mp4 crashes its decoder."""
-    index, opts = tmp_path / "idx", {"ray": ray_cluster}
-    status, result, _, _ = driver.run([library], index, opts=opts)
+    through the job's runtime_env) with the decoder hook on: x__segfault__.mp4 crashes its decoder. With
+    db_url a PostgreSQL database (`--db`), the driver writes the metadata there: what a cluster's driver does;
+    the index equals the local runner's SQLite one."""
+    index, opts = tmp_path / "idx", {"ray": ray_cluster, "db": db_url}
+    status, result, _, _ = driver.run([library], index, opts=opts, env=RAY_TEST_ENV)
     assert status == "exit 0" and result["ok"], result
     report = result["report"]
+    assert IndexDir(index).db.backend == ("sqlite" if db_url is None else "postgresql")
     assert differences(reference["snapshot"], snapshot(index)) == []  # clips, vectors to 1e-5, failures, LiFT
+    assert recorded(index) == reference["recorded"]  # each video's read mode, the backbone record
+    assert report["read_modes"] == reference["read_modes"] and sum(report["read_modes"].values()) == 6
     assert reasons(report["failures"]) == reasons(reference["failures"])  # the same reasons, word for word
     assert reasons(report["failures"])["x__segfault__.mp4"] == "decoder crashed (signal SIGSEGV)"
     assert report["backbone"]["ray"]["embedders"] == 1 and report["stages"]["backbone"] > 0
-    status, result, _, _ = driver.run([library], index, opts=opts)  # nothing new: nothing decoded
+    status, result, _, _ = driver.run([library], index, opts=opts, env=RAY_TEST_ENV)  # nothing new: nothing decoded
     assert status == "exit 0" and result["report"]["decoded"] == 0 and result["report"]["unchanged"] == 6
     assert differences(reference["snapshot"], snapshot(index)) == []
 
 
 @pytest.mark.slow
-def test_a_killed_driver_resumes_without_decoding_anything_twice(ray_cluster, driver, library, reference, tmp_path):
-    from indexer.library import IndexDir
+def test_a_killed_driver_resumes_without_decoding_anything_twice(driver, ray_cluster, library, reference, tmp_path):
     from db import Failure, open_db
 
     index, opts = tmp_path / "idx", {"ray": ray_cluster}  # a driver process of its own, joining the cluster
-    status, _, passed, _ = driver.run([library], index, points="decoder,feature-cached=kill@3", opts=opts)
-    assert status == "signal SIGKILL" and passed[-1] == "feature-cached", passed
+    status, result, passed, _ = driver.run([library], index, points="decoder,feature-cached=kill@3", opts=opts,
+                                         env=RAY_TEST_ENV)
+    assert status == "signal SIGKILL" and passed[-1] == "feature-cached", (status, passed, result)
     cached = len(list(IndexDir(index).features.glob("*.npz")))
     sessions = open_db(IndexDir(index).db)
     with sessions() as s:
         failed = s.query(Failure).count()
     sessions.kw["bind"].dispose()
     assert cached >= 3
-    status, result, _, _ = driver.run([library], index, opts=opts)
+    status, result, _, _ = driver.run([library], index, opts=opts, env=RAY_TEST_ENV)
     assert status == "exit 0" and result["ok"], result
     assert result["report"]["decoded"] == 9 - cached - failed  # what was cached or recorded is not decoded again
     assert differences(reference["snapshot"], snapshot(index)) == []
