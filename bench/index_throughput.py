@@ -289,7 +289,7 @@ def ours_outputs(index: Path) -> tuple[dict, dict]:
     idx = IndexDir(index)
     sessions = open_db(idx.db)
     with sessions() as s:
-        store = VectorStore.load(idx.vectors, get_setting(s, "dim"))
+        store = VectorStore.open(idx.vectors, get_setting(s, "dim"), legacy=idx.legacy_vectors)
         desc, feats = {}, {}
         for v in s.scalars(select(Video)):
             clips = sorted(v.clips, key=lambda c: c.ordinal)

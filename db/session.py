@@ -167,8 +167,10 @@ def delete_videos(session: Session, video_ids) -> None:
     from .schema import Clip, Video
 
     ids = [int(i) for i in video_ids]
-    session.execute(delete(Clip).where(Clip.video_id.in_(ids)))
-    session.execute(delete(Video).where(Video.id.in_(ids)))
+    for i in range(0, len(ids), 10_000):  # (one IN list per 10,000: SQLite limits bound parameters)
+        part = ids[i:i + 10_000]
+        session.execute(delete(Clip).where(Clip.video_id.in_(part)))
+        session.execute(delete(Video).where(Video.id.in_(part)))
 
 
 def get_setting(session: Session, key: str, default=None):

@@ -3,7 +3,8 @@
     IDX/index.db                  SQLite metadata (db/), by default
     IDX/metadata.json             where the metadata lives otherwise (`index --db URL`): the URL, never
                                   with a password, and the index's own PostgreSQL schema
-    IDX/vectors.faiss             clip descriptors (store.py); its header names the LiFT weights used
+    IDX/vectors/                  clip descriptors (store.py): segments listed by manifest.json, which names
+                                  the LiFT weights used (IDX/vectors.faiss in indexes of lift-search 0.1)
     IDX/models/<hash>.safetensors LiFT weights, named by content hash
     IDX/features/<hash>.npz       per video: decoded frame indices, backbone features, clip plans,
                                   thumbnails; so nothing is ever decoded twice
@@ -31,7 +32,8 @@ class IndexDir:
         self.root = Path(root).absolute()
         self.sqlite = self.root / "index.db"
         self.metadata_file = self.root / "metadata.json"
-        self.vectors = self.root / "vectors.faiss"
+        self.vectors = self.root / "vectors"                 # the vector store's folder
+        self.legacy_vectors = self.root / "vectors.faiss"    # lift-search 0.1's single file, migrated when met
         self.models = self.root / "models"
         self.features = self.root / "features"
 
@@ -105,6 +107,12 @@ class VideoFeatures:
         with atomic_write(path) as f:
             np.savez(f, frame_indices=self.frame_indices, feats=self.feats.astype(np.float32),
                      thumbs=self.thumbs, meta=np.frombuffer(meta.encode(), np.uint8))
+
+    @staticmethod
+    def count_clips(path: Path) -> int:
+        """How many clips the file holds (reads its small metadata member only)."""
+        with np.load(path, allow_pickle=False) as z:
+            return len(json.loads(z["meta"].tobytes())["plans"])
 
     @classmethod
     def load(cls, path: Path) -> "VideoFeatures":

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import DBAPIError
 
 from db import Clip, Video, get_setting, open_db, set_setting, write_refused
@@ -32,7 +32,7 @@ from lift.train import fit
 from .library import IndexDir, VideoFeatures
 from .lock import IndexLock
 from .stages import (DecoderConfig, Describer, Embedder, Pending, Planner, Runner, Writer, failure_reason,
-                     progress_bar)
+                     progress_bar, write_checkpoint)
 from .store import StoreError, VectorStore
 from .testpoint import enabled as _test_enabled
 from .testpoint import testpoint
@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 
 __all__ = ["IndexOptions", "IndexReport", "IndexSettingsError", "IndexWriteError", "run_index", "describe",
-           "library_sequences", "default_lift"]
+           "library_sequences", "default_lift", "write_checkpoint"]
 
 
 class IndexSettingsError(LiftSearchError, ValueError):
@@ -55,7 +55,7 @@ class IndexWriteError(LiftSearchError, RuntimeError):
 
 _WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO, errno.EFBIG}
 # left behind by a run killed while writing one of them; removed by the next run, under the lock
-_TEMP_PATTERNS = (f"*{TEMP_SUFFIX}", f"features/*{TEMP_SUFFIX}", f"models/*{TEMP_SUFFIX}",
+_TEMP_PATTERNS = (f"*{TEMP_SUFFIX}", f"vectors/*{TEMP_SUFFIX}", f"features/*{TEMP_SUFFIX}", f"models/*{TEMP_SUFFIX}",
                   "features/*.tmp.npz", "models/incoming.safetensors", "*.part")  # (and older versions' names)
 
 
@@ -72,6 +72,7 @@ class IndexReport:
     clips_total: int = 0
     repaired: dict = field(default_factory=dict)
     read_modes: dict = field(default_factory=dict)   # videos decoded by this run: {"seek": n, "sequential": m}
+    vectors: dict = field(default_factory=dict)      # the vector store's upkeep and how it serves searches
     lift: dict = field(default_factory=dict)
     backbone: dict = field(default_factory=dict)     # name, device, runtime (and the Ray cluster's resources)
     failures: list = field(default_factory=list)     # [{"path", "reason"}] of this run
@@ -117,7 +118,7 @@ def _run_locked(roots, idx: IndexDir, opts: IndexOptions, report: IndexReport) -
     # (with Ray the driver's backbone only proves the record: the actors embed)
     report.backbone = {"name": backbone.name, "device": str(backbone.device), "runtime": backbone.runtime}
     _check_settings(sessions, opts, roots, backbone.record)
-    writer = Writer(sessions, idx, _open_store(idx, sessions))
+    writer = Writer(sessions, idx, _open_store(idx, sessions, opts))
     report.failures = writer.failures
     report.repaired = writer.repair()
 
@@ -143,6 +144,9 @@ def _run_locked(roots, idx: IndexDir, opts: IndexOptions, report: IndexReport) -
     writer.use_lift(describe, model_hash)                      # (re-describes all clips if it changed)
     writer.add_all(cached + ready, describe, opts.checkpoint_videos, run, opts.progress)  # 5. store
     report.clips_added, report.failed = writer.clips_added, len(writer.failures)
+    with run.stage("store"):
+        report.vectors = writer.store.maintain()  # merges, the approximate index; commits what it changed
+        report.vectors["search"] = writer.store.describe()
     with sessions.begin() as s:
         set_setting(s, "updated_at", time.strftime("%Y-%m-%d %H:%M:%S"))
         report.videos_total = s.query(Video).count()
@@ -272,16 +276,19 @@ def _check_settings(sessions, opts: IndexOptions, roots, record: BackboneRecord)
             set_setting(s, "created_at", time.strftime("%Y-%m-%d %H:%M:%S"))
 
 
-def _open_store(idx: IndexDir, sessions) -> VectorStore:
+def _open_store(idx: IndexDir, sessions, opts: IndexOptions) -> VectorStore:
     with sessions() as s:
         dim = get_setting(s, "dim")
-    if idx.vectors.exists() and dim is not None:
-        try:
-            return VectorStore.load(idx.vectors, dim)
+    store = VectorStore(idx.vectors, dim or 0, config=opts.store)
+    if dim is not None:
+        try:  # (an index of lift-search 0.1 has one vectors.faiss: read now, migrated at the first commit)
+            store = VectorStore.open(idx.vectors, dim, opts.store, writable=True, legacy=idx.legacy_vectors)
         except StoreError as e:  # never overwritten: it may be someone's file; the user decides
-            raise StoreError(f"{e} Move it away and run again: the vectors are rebuilt from the "
-                             f"cached features, nothing is decoded again.") from None
-    return VectorStore(dim or 0)
+            raise StoreError(f"{e} Move it (or the folder {idx.vectors}) away and run again: the vectors are "
+                             f"rebuilt from the cached features, nothing is decoded again.") from None
+    if opts.ann:
+        store.mode = opts.ann
+    return store
 
 
 # ---- the LiFT model -----------------------------------------------------------------------------
@@ -299,7 +306,7 @@ def _resolve_model(idx: IndexDir, sessions, opts: IndexOptions, backbone: Backbo
         report.lift = current
         return model, current["hash"]
     if spec == "fit":
-        seqs = library_sequences(idx, sessions, ready)
+        seqs = library_sequences(idx, sessions, ready, max_clips=opts.train.max_clips, seed=opts.train.seed)
         if len(seqs) < 2:
             raise UsageError("--lift fit needs at least 2 clips with features to train on; index more videos "
                              "or pass --lift PATH / --lift official")
@@ -323,13 +330,48 @@ def _resolve_model(idx: IndexDir, sessions, opts: IndexOptions, backbone: Backbo
     return model, digest
 
 
-def library_sequences(idx: IndexDir, sessions, ready: list[Pending]) -> np.ndarray:
-    """The feature sequences (N, T, D) of every clip of the library: indexed videos and those about to be."""
+def library_sequences(idx: IndexDir, sessions, ready: list[Pending], max_clips: int | None = None,
+                      seed: int = 0) -> np.ndarray:
+    """The feature sequences (N, T, D) of the library's clips (indexed videos and those about to be), in the
+    order of their feature files; at most `max_clips` of them: then a seeded sample spread over the videos
+    (each video gives an equal share of clips, picked at random within it, or, with more videos than
+    clips wanted, that many videos give one clip each). Only the sampled clips are ever held in memory:
+    each feature file is read in turn, and the files of unsampled videos are not read at all."""
     with sessions() as s:
-        files = set(s.scalars(select(Video.features)))
-    files = sorted({idx.root / f for f in files} | {idx.features_path(p.content_hash) for p in ready})
-    seqs = [VideoFeatures.load(f).clip_sequences() for f in files]
-    return np.concatenate(seqs) if seqs else np.zeros((0,))
+        counts = dict(s.execute(select(Video.features, func.count(Clip.id)).join(Clip).group_by(Video.id)).all())
+    counts = {idx.root / f: n for f, n in counts.items()}
+    for p in ready:  # not indexed yet: its clips are counted from its file (its header only)
+        path = idx.features_path(p.content_hash)
+        counts[path] = counts.get(path) or VideoFeatures.count_clips(path)
+    files = sorted(counts)
+    picks = ({f: None for f in files} if max_clips is None or sum(counts.values()) <= max_clips
+             else _spread(files, counts, max_clips, seed))
+    out, n = None, 0
+    for f, rows in picks.items():
+        clips = VideoFeatures.load(f).clip_sequences()  # (c, T, D)
+        clips = clips if rows is None else clips[rows]
+        if out is None:  # one array for the whole sample, filled as the files are read
+            out = np.empty((sum(counts[g] if r is None else len(r) for g, r in picks.items()), *clips.shape[1:]),
+                           np.float32)
+        out[n:n + len(clips)] = clips
+        n += len(clips)
+    return out[:n] if out is not None else np.zeros((0,))
+
+
+def _spread(files: list, counts: dict, max_clips: int, seed: int) -> dict:
+    """{feature file: sorted clip rows} for `max_clips` clips spread over the videos (seeded): with more
+    videos than clips wanted, that many videos give one clip each; otherwise each video gives an equal
+    share (a short video all its clips, the rest shared among the others), clips picked at random."""
+    rng = np.random.default_rng(seed)
+    files = [f for f in files if counts[f]]
+    if len(files) >= max_clips:
+        chosen = np.sort(rng.choice(len(files), size=max_clips, replace=False))
+        return {files[i]: rng.choice(counts[files[i]], size=1) for i in chosen}
+    share, left = {}, max_clips
+    for i, f in enumerate(sorted(files, key=lambda f: counts[f])):  # fewest clips first
+        share[f] = min(counts[f], left // (len(files) - i))
+        left -= share[f]
+    return {f: np.sort(rng.choice(counts[f], size=share[f], replace=False)) for f in files}
 
 
 def describe(model: LiFT, seqs: np.ndarray, batch: int = 256) -> np.ndarray:

@@ -17,13 +17,14 @@ import logging
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from itertools import groupby
 from pathlib import Path
 
 from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, insert, select, update
 from tqdm.auto import tqdm
 
 from db import Clip, Failure, Video, delete_videos, get_setting, set_setting
@@ -90,48 +91,58 @@ class Planner:
     """Scans the roots against the database: files new or changed since the last run (by size and mtime,
     then content hash), deleted ones, and unreadable ones. Files that failed before and have not changed
     since are not tried again; failure rows of files that are gone are dropped; a touched but unchanged
-    file gets its new mtime."""
+    file gets its new mtime. Known videos are looked up in batches by path and the gone ones found by
+    streaming the paths: no row object per video, so a rerun on an unchanged library costs a stat and an
+    index lookup per file."""
 
-    def __init__(self, sessions, roots: list):
-        self.sessions, self.roots = sessions, roots
+    def __init__(self, sessions, roots: list, batch: int = 500):
+        self.sessions, self.roots, self.batch = sessions, roots, batch
 
     def __call__(self) -> Plan:
-        files, plan = scan(self.roots), Plan()
+        files, plan, touched = scan(self.roots), Plan(), []
         roots = {str(Path(r).absolute()) for r in self.roots}
+        seen = {f.path for f in files}
         with self.sessions.begin() as s:
-            known = {v.path: v for v in s.scalars(select(Video))}
-            failed = {f.path: f for f in s.scalars(select(Failure))}
-            seen = {f.path for f in files}
-            for path, v in known.items():
-                if path not in seen and v.root in roots:
-                    plan.gone.append(v.id)
+            for vid, path, root in s.execute(select(Video.id, Video.path, Video.root)).yield_per(10_000):
+                if path not in seen and root in roots:
+                    plan.gone.append(vid)
                     plan.counts["removed"] += 1
-            for path, f in failed.items():
-                if path not in seen:
-                    s.delete(f)
-            for f in files:
-                v, bad = known.get(f.path), failed.get(f.path)
-                if v is not None and v.size == f.size and v.mtime == f.mtime:
-                    plan.counts["unchanged"] += 1
-                    continue
-                if bad is not None and bad.size == f.size and bad.mtime == f.mtime:
-                    continue  # failed before and unchanged since: not tried again
-                try:
-                    digest = content_hash(f.path) if f.size > 0 else None
-                except OSError as e:  # unreadable (permissions, I/O error): recorded, the run goes on
-                    plan.unreadable.append((f, f"unreadable file: {e.strerror}"))
-                    continue
-                if v is not None and digest == v.content_hash:
-                    v.size, v.mtime = f.size, f.mtime  # touched, not changed
-                    plan.counts["unchanged"] += 1
-                    continue
-                if v is not None:
-                    plan.gone.append(v.id)
-                    plan.counts["changed"] += 1
-                else:
-                    plan.counts["new"] += 1
-                plan.pending.append(Pending(f, digest, v.id if v else None))
+            failed = {row.path: row for row in s.execute(select(Failure.id, Failure.path, Failure.size, Failure.mtime))}
+            s.execute(delete(Failure).where(Failure.id.in_([row.id for p, row in failed.items() if p not in seen])))
+            for i in range(0, len(files), self.batch):
+                batch = files[i:i + self.batch]
+                known = {row.path: row for row in s.execute(
+                    select(Video.id, Video.path, Video.size, Video.mtime, Video.content_hash)
+                    .where(Video.path.in_([f.path for f in batch])))}
+                for f in batch:
+                    self._plan_file(f, known.get(f.path), failed.get(f.path), plan, touched)
+            if touched:
+                s.execute(update(Video), touched)
         return plan
+
+    @staticmethod
+    def _plan_file(f: ScannedFile, v, bad, plan: Plan, touched: list) -> None:
+        """One scanned file against its video row ``v`` and failure row ``bad`` (None: none)."""
+        if v is not None and v.size == f.size and v.mtime == f.mtime:
+            plan.counts["unchanged"] += 1
+            return
+        if bad is not None and bad.size == f.size and bad.mtime == f.mtime:
+            return  # failed before and unchanged since: not tried again
+        try:
+            digest = content_hash(f.path) if f.size > 0 else None
+        except OSError as e:  # unreadable (permissions, I/O error): recorded, the run goes on
+            plan.unreadable.append((f, f"unreadable file: {e.strerror}"))
+            return
+        if v is not None and digest == v.content_hash:
+            touched.append({"id": v.id, "size": f.size, "mtime": f.mtime})  # touched, not changed
+            plan.counts["unchanged"] += 1
+            return
+        if v is not None:
+            plan.gone.append(v.id)
+            plan.counts["changed"] += 1
+        else:
+            plan.counts["new"] += 1
+        plan.pending.append(Pending(f, digest, v.id if v else None))
 
 
 # ---- decode -------------------------------------------------------------------------------------
@@ -233,7 +244,8 @@ class Writer:
 
     New clips: database commit first, then the vectors (a crash in between leaves rows without vectors,
     which `reconcile` re-queues); deleted videos: vectors first, then rows (a crash leaves vectors without
-    rows, which it drops). A vector save that fails (disk full) takes its rows back."""
+    rows, which it drops). A vector commit that fails (disk full) takes its rows back. The vector store keeps
+    itself in shape (merges, the approximate index) after each checkpoint (`VectorStore.maintain`)."""
 
     def __init__(self, sessions, idx: IndexDir, store: VectorStore):
         self.sessions, self.idx, self.store = sessions, idx, store
@@ -244,7 +256,7 @@ class Writer:
         """Bring the database and the vectors into agreement after a crash (see reconcile)."""
         repaired = reconcile(self.sessions, self.store)
         if repaired["removed_vectors"]:
-            self.store.save(self.idx.vectors)
+            self.store.commit()
         return repaired
 
     def fail(self, f: ScannedFile, reason: str) -> None:
@@ -262,61 +274,36 @@ class Writer:
         if not video_ids:
             return
         with self.sessions() as s:
-            clip_ids = list(s.scalars(select(Clip.id).where(Clip.video_id.in_(video_ids))))
+            clip_ids = [c for i in range(0, len(video_ids), 10_000)
+                        for c in s.scalars(select(Clip.id).where(Clip.video_id.in_(video_ids[i:i + 10_000])))]
         if self.store.remove(clip_ids):  # vectors first, then rows: a crash in between is repaired
-            self.store.save(self.idx.vectors)
+            self.store.commit()
         testpoint("removed-vectors")
         with self.sessions.begin() as s:
             delete_videos(s, video_ids)
 
     def use_lift(self, describe: Describer, lift_hash: str) -> None:
         """The vectors of this LiFT from now on: when the stored ones were made by other weights, every
-        stored clip is described again from its cached features (none is decoded again)."""
+        stored clip is described again from its cached features (none is decoded again), into new segments
+        that replace the old ones at one commit (streamed: one video's clips at a time)."""
         if self.store.meta.get("lift_hash") == lift_hash:
             return
-        old, dim = self.store, describe.model.descriptor_dim
-        self.store = VectorStore(dim, old.kind, meta={"lift_hash": lift_hash})
+        old = self.store
+        self.store = old.fresh(describe.model.descriptor_dim, {"lift_hash": lift_hash})
         if not len(old):
             return
         log.info("LiFT weights changed: re-describing all %d clips from cached features", len(old))
+        rows = select(Clip.video_id, Clip.id, Video.features).join(Video).order_by(Clip.video_id, Clip.ordinal)
         with self.sessions() as s:
-            for v in s.scalars(select(Video).order_by(Video.id)):
-                vf = VideoFeatures.load(self.idx.root / v.features)
-                clips = sorted(v.clips, key=lambda c: c.ordinal)
+            for _, clips in groupby(s.execute(rows).yield_per(10_000), key=lambda r: r.video_id):
+                clips = list(clips)
+                vf = VideoFeatures.load(self.idx.root / clips[0].features)
                 self.store.add([c.id for c in clips], describe(vf.clip_sequences()))
-        self.store.save(self.idx.vectors)
+        self.store.commit()
 
     def checkpoint(self, items: list[tuple[Pending, VideoFeatures]], vectors: np.ndarray) -> None:
         """Add videos with their clips' vectors (in clip order): database commit, then the vectors."""
-        with self.sessions.begin() as s:  # database first ...
-            # clip ids are never reused (a search engine opened earlier still holds the vectors of
-            # deleted clips under their ids): they continue from the highest ever given out
-            next_id = max(get_setting(s, "next_clip_id", 1), (s.scalar(select(func.max(Clip.id))) or 0) + 1)
-            videos = []
-            for p, vf in items:
-                s.execute(delete(Failure).where(Failure.path == p.file.path))
-                v = Video(path=p.file.path, root=p.file.root, size=p.file.size, mtime=p.file.mtime,
-                          content_hash=p.content_hash, n_frames=vf.info.n_frames, fps=vf.info.fps,
-                          width=vf.info.width, height=vf.info.height, read_mode=vf.read_mode,
-                          features=str(self.idx.features_path(p.content_hash).relative_to(self.idx.root)))
-                v.clips = [Clip(id=next_id + j, ordinal=j, start_s=c.start_s, end_s=c.end_s,
-                                frame_indices=list(c.frame_indices)) for j, c in enumerate(vf.plans)]
-                next_id += len(v.clips)
-                s.add(v)
-                videos.append(v)
-            s.flush()
-            ids = [c.id for v in videos for c in v.clips]  # the vectors' order
-            set_setting(s, "next_clip_id", next_id)
-        testpoint("db-committed")
-        self.store.add(ids, vectors)  # ... then the vectors
-        try:
-            self.store.save(self.idx.vectors)
-        except BaseException:  # e.g. disk full: take the rows back, so the index stays as it was
-            self.store.remove(ids)
-            self._undo([v.id for v in videos])
-            raise
-        testpoint("faiss-saved")
-        self.clips_added += len(ids)
+        self.clips_added += len(write_checkpoint(self.sessions, self.idx, self.store, items, vectors))
 
     def add_all(self, ready: list[Pending], describe: Describer, per_checkpoint: int, run: Runner,
                 progress: bool = True) -> None:
@@ -329,17 +316,54 @@ class Writer:
                 vectors = describe(np.concatenate([vf.clip_sequences() for _, vf in items]))
             with run.stage("store"):
                 self.checkpoint(items, vectors)
+                self.store.maintain()  # merges segments, trains the approximate index, as the store's size asks
             bar.update(len(chunk))
         bar.close()
-        if not self.idx.vectors.exists():
-            self.store.save(self.idx.vectors)
+        if not self.store.committed:
+            self.store.commit()
 
-    def _undo(self, video_ids: list[int]) -> None:
-        try:
-            with self.sessions.begin() as s:
-                delete_videos(s, video_ids)
-        except Exception as e:  # reconcile re-queues them at the next run or search
-            log.warning("could not take back %d video rows (%s); the next run repairs it", len(video_ids), e)
+
+def write_checkpoint(sessions, idx: IndexDir, store: VectorStore, items: list[tuple[Pending, VideoFeatures]],
+                     vectors: np.ndarray) -> list[int]:
+    """Store new videos: ``items`` and their clips' descriptors (in order), database first (bulk inserts),
+    then the vectors (one new segment). Returns the new clip ids. On a failure to write the vectors (e.g. a
+    full disk) the rows are taken back, so the index stays as it was."""
+    with sessions.begin() as s:  # database first ...
+        # clip ids are never reused (a search engine opened earlier still holds the vectors of
+        # deleted clips under their ids): they continue from the highest ever given out
+        next_id = max(get_setting(s, "next_clip_id", 1), (s.scalar(select(func.max(Clip.id))) or 0) + 1)
+        s.execute(delete(Failure).where(Failure.path.in_([p.file.path for p, _ in items])))
+        videos = [Video(path=p.file.path, root=p.file.root, size=p.file.size, mtime=p.file.mtime,
+                        content_hash=p.content_hash, n_frames=vf.info.n_frames, fps=vf.info.fps,
+                        width=vf.info.width, height=vf.info.height, read_mode=vf.read_mode,
+                        features=str(idx.features_path(p.content_hash).relative_to(idx.root))) for p, vf in items]
+        s.add_all(videos)
+        s.flush()
+        rows = []
+        for v, (_, vf) in zip(videos, items):
+            rows += [{"id": next_id + len(rows) + j, "video_id": v.id, "ordinal": j, "start_s": c.start_s,
+                      "end_s": c.end_s, "frame_indices": list(c.frame_indices)} for j, c in enumerate(vf.plans)]
+        if rows:
+            s.execute(insert(Clip), rows)
+        ids = [r["id"] for r in rows]  # the vectors' order
+        set_setting(s, "next_clip_id", next_id + len(rows))
+    testpoint("db-committed")
+    store.add(ids, vectors)  # ... then the vectors
+    try:
+        store.commit()
+    except BaseException:  # e.g. disk full: take the rows back, so the index stays as it was
+        _undo(store, sessions, [v.id for v in videos])
+        raise
+    return ids
+
+
+def _undo(store: VectorStore, sessions, video_ids: list[int]) -> None:
+    try:
+        store.rollback()
+        with sessions.begin() as s:
+            delete_videos(s, video_ids)
+    except Exception as e:  # reconcile re-queues them at the next run or search
+        log.warning("could not take back %d video rows (%s); the next run repairs it", len(video_ids), e)
 
 
 def progress_bar(total: int, opts: IndexOptions) -> tqdm:
@@ -347,4 +371,4 @@ def progress_bar(total: int, opts: IndexOptions) -> tqdm:
 
 
 __all__ = ["Runner", "Timing", "Pending", "Plan", "Planner", "DecoderConfig", "failure_reason", "thumbnails",
-           "EmbedderSpec", "Embedder", "Describer", "Writer", "progress_bar"]
+           "EmbedderSpec", "Embedder", "Describer", "Writer", "write_checkpoint", "progress_bar"]

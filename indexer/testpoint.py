@@ -2,14 +2,14 @@
 
     LIFT_SEARCH_TEST_POINTS="after-db-commit=kill"      SIGKILL this process at that point
     LIFT_SEARCH_TEST_POINTS="fit-start=kill+0.5"        ... 0.5 s after reaching it (mid-training)
-    LIFT_SEARCH_TEST_POINTS="faiss-write=kill@2"        ... the second time it is reached
-    LIFT_SEARCH_TEST_POINTS="faiss-write=enospc"        raise OSError(ENOSPC) there (a full disk)
+    LIFT_SEARCH_TEST_POINTS="vectors-write=kill@2"      ... the second time it is reached
+    LIFT_SEARCH_TEST_POINTS="vectors-write=enospc"      raise OSError(ENOSPC) there (a full disk)
     LIFT_SEARCH_TEST_POINTS="decoder"                   obey decode.py's file-name markers
                                                         (__segfault__, __hang__) in the workers
     LIFT_SEARCH_TEST_TRACE=FILE                         append each point's name to FILE as reached
 
 Several entries are separated by commas. Points: see the `testpoint("...")` calls in pipeline.py,
-reconcile.py and store.py. Used by tests/test_kill_resume.py and tests/test_reliability.py only.
+reconcile.py, store.py and segments.py. Used by tests/test_kill_resume.py and tests/test_reliability.py only.
 """
 from __future__ import annotations
 

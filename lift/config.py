@@ -7,6 +7,7 @@ model must not pay for importing one. Four groups:
   clips of different samplings are not comparable);
 * :class:`TrainConfig`: how lift-search trains a LiFT (``lift-search train`` and ``index --lift fit`` both
   use it, so they train the same recipe unless told otherwise);
+* :class:`StoreConfig`: how the vector store keeps its files and when it searches approximately;
 * :class:`IndexOptions`: everything else an index run is given;
 * :class:`ServeOptions`: the HTTP API (``lift-search serve``).
 """
@@ -71,8 +72,33 @@ class TrainConfig:
     reverse_augment: bool = True
     whiten: bool = False        # calibrate the descriptor's whitening on all the sequences (LiFT.calibrate)
     anchor: float = 10.0        # weight of the chord anchor, 1 - cos(z_d, chord(x) @ basis); 0: the paper's loss
+    max_clips: int = 10_000     # `--lift fit` trains on at most this many clips of the library (a seeded sample
+                                # spread over its videos), so that its memory does not grow with the library
     device: str = "cpu"
     progress: bool = True
+
+
+ANN_MODES = ("auto", "flat", "ivf")  # vector search: by size, always exact, always approximate (IVF)
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    """The vector store (indexer/store.py): immutable segments, when they are merged, and when searches
+    go through an approximate index. The numbers that chose these are in docs/benchmarks.md."""
+
+    exact_max: int = 50_000         # --ann auto: exact search up to this many vectors, IVF above
+    merge_factor: int = 8           # this many segments of one size class are merged into one
+    segment_rows: int = 262_144     # rows buffered before they are written as a segment (bulk builds)
+    purge_dead_fraction: float = 0.25  # a segment with this share of deleted rows is rewritten without them
+    retrain_growth: float = 4.0     # the IVF is trained again once the store is this many times its training size
+    train_max: int = 262_144        # vectors sampled (seeded, over all segments) to train the IVF (39 a list at least)
+    sq8_max_bytes: int = 1 << 30    # SQ8 codes (1 byte a dimension) while they take at most this, PQ above
+    pq_dims: int = 8                # dimensions per PQ byte (384-d: PQ48)
+    hnsw_min_lists: int = 4096      # an HNSW coarse quantizer from this many lists (a flat one below)
+    nprobe_fraction: float = 1 / 64  # lists probed per query, as a share of all lists ...
+    nprobe_min: int = 16            # ... but at least this many
+    candidates: int = 256           # candidates per query re-scored exactly (at least 4 k)
+    seed: int = 0                   # of the training sample and of k-means
 
 
 def default_lift(backbone: str) -> str:
@@ -98,6 +124,8 @@ class IndexOptions:
     batch_frames: int = 128         # frames of several videos per embedder call (the backbone runs them in
                                     # fixed-shape batches of Backbone.batch_size); on Ray: // frames_per_clip videos
     checkpoint_videos: int = 256    # videos per database + vector checkpoint
+    ann: str | None = None          # vector search: auto | flat | ivf (ANN_MODES); None: the index's own (auto if new)
+    store: StoreConfig = field(default_factory=StoreConfig)
     progress: bool = True
     db: str | None = None           # where a new index keeps its metadata: a SQLAlchemy URL such as
                                     # postgresql://user@host/dbname; None: the SQLite file IDX/index.db

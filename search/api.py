@@ -39,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 
+from indexer.segments import MANIFEST
 from lift.config import API_KEY_ENV, MOTION_WEIGHT, OVERLAP_MODES, SEARCH_K, ServeOptions
 from lift.errors import BackboneError, CheckpointError, LiftSearchError, UsageError
 
@@ -218,11 +219,14 @@ class EngineHolder:
         self._reopening = threading.Lock()
 
     def _signature(self) -> tuple | None:
-        try:
-            st = os.stat(self._engine.idx.vectors)  # replaced atomically by every save: a new inode
-        except FileNotFoundError:
-            return None
-        return st.st_ino, st.st_mtime_ns, st.st_size
+        idx = self._engine.idx
+        for f in (idx.vectors / MANIFEST, idx.legacy_vectors):  # replaced atomically by every commit: a new inode
+            try:
+                st = os.stat(f)
+            except FileNotFoundError:
+                continue
+            return st.st_ino, st.st_mtime_ns, st.st_size
+        return None
 
     def get(self) -> SearchEngine:
         sig = self._signature()

@@ -14,8 +14,8 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from lift.config import (API_KEY_ENV, DECODE_TIMEOUT_S, DEFAULT_BACKBONE, MAX_UPLOAD_MB, MOTION_WEIGHT,
-                         OVERLAP_MODES, SEARCH_K, IndexOptions, Sampling, ServeOptions, TrainConfig)
+from lift.config import (ANN_MODES, API_KEY_ENV, DECODE_TIMEOUT_S, DEFAULT_BACKBONE, MAX_UPLOAD_MB, MOTION_WEIGHT,
+                         OVERLAP_MODES, SEARCH_K, IndexOptions, Sampling, ServeOptions, StoreConfig, TrainConfig)
 from lift.errors import IndexNotFoundError, LiftSearchError, UsageError
 
 log = logging.getLogger("lift-search")
@@ -27,6 +27,8 @@ TRAIN_OPTIONS = (
     ("--anchor", "anchor", "weight of the chord anchor, which ties z_d to the net change of the frames so that "
                            "it reads the same in every scene (0: the paper's loss alone)"),
     ("--seed", "seed", "seed of the initialisation and the batches"),
+    ("--max-clips", "max_clips", "train on at most this many clips of the library (a seeded sample spread over its "
+                                 "videos; `index --lift fit` only)"),
 )
 
 
@@ -80,7 +82,7 @@ def cmd_index(a) -> int:
     opts = IndexOptions(backbone=a.backbone, backbone_weights=a.backbone_weights, lift=a.lift, refit=a.refit,
                         fit_options_given=given, device=a.device, workers=a.workers, timeout_s=a.timeout,
                         sampling=Sampling(window_s=a.window, stride_s=a.stride, max_single_s=a.max_single),
-                        train=train, progress=not a.json, db=a.db, ray=a.ray, ray_cpus=a.ray_cpus)
+                        train=train, progress=not a.json, ann=a.ann, db=a.db, ray=a.ray, ray_cpus=a.ray_cpus)
     report = run_index(a.dirs, a.index, opts)
     if a.json:
         print(json.dumps(report.to_dict(), indent=1))
@@ -91,6 +93,10 @@ def cmd_index(a) -> int:
         for f in report.failures:
             print(f"  skipped {f['path']}: {f['reason']}")
         print("  stages (s): " + ", ".join(f"{k} {v:.1f}" for k, v in report.stages.items()))
+        if report.vectors.get("search"):
+            from search.engine import search_summary
+
+            print(f"  search: {search_summary(report.vectors['search'])}")
     return 0
 
 
@@ -106,7 +112,7 @@ def cmd_search(a) -> int:
     if a.clip is not None and (a.start is not None or a.end is not None):
         raise UsageError("--start/--end choose a segment of a query VIDEO; an indexed clip has its own span")
     engine = SearchEngine.open(a.index, device=a.device, backbone_weights=a.backbone_weights)
-    kw = dict(k=a.k, reverse=a.reverse, motion=a.motion, within=a.within, overlap=a.overlap)
+    kw = dict(k=a.k, reverse=a.reverse, motion=a.motion, within=a.within, overlap=a.overlap, exact=a.exact)
     if a.clip is not None:
         hits, query = engine.search_clip(a.clip, **kw), f"clip {a.clip}"
     else:
@@ -124,7 +130,11 @@ def cmd_status(a) -> int:
     """
     from search import SearchEngine
 
-    st = SearchEngine.open(a.index).status()
+    engine = SearchEngine.open(a.index)
+    st = engine.status()
+    if a.verify:
+        engine.store.verify()  # raises StoreError (a clear one-line message) on a damaged file
+        st["verified"] = True
     if a.json:
         print(json.dumps(st, indent=1, default=str))
         return 0
@@ -138,8 +148,26 @@ def cmd_status(a) -> int:
     weights = f"weights {rec['weights_digest']} from {rec['weights_source']}" if rec else "weights not recorded"
     print(f"backbone {st['backbone']} ({weights}); LiFT {st['lift']['spec']} (d={st['lift']['latent_dim']}, "
           f"weights {st['lift']['hash']}); sampling {st['sampling']}; updated {st['updated_at']}")
+    from search.engine import search_summary
+
+    print(f"search: {search_summary(st['search'])}" + ("; every vector file checked" if a.verify else ""))
     for f in st["failure_reasons"]:
         print(f"  failed {f['path']}: {f['reason']}")
+    return 0
+
+
+def cmd_export(a) -> int:
+    """Write every clip of an index to a Parquet file: clip_id, video_path, start_s, end_s, descriptor
+    (the stored [m | dyn], a float32 list), and with --latents LiFT's z_s and z_d (computed again from the
+    cached features: a LiFT pass per clip). Readable by pandas, polars, DuckDB.
+
+    example: lift-search export --index ~/videos.lift --out clips.parquet
+    """
+    from search import SearchEngine
+    from search.export import export_parquet
+
+    n = export_parquet(SearchEngine.open(a.index), a.out, latents=a.latents)
+    print(f"wrote {n} clips to {a.out}")
     return 0
 
 
@@ -320,6 +348,10 @@ def build_parser() -> argparse.ArgumentParser:
                          'cluster (HOST:6379 or ray://HOST:10001). --workers is then the number of decoder actors; the '
                          'index folder must be on a filesystem every node sees (docs/cluster.md)')
     sp.add_argument("--ray-cpus", type=int, help="CPUs of the local cluster that --ray auto starts (default: all)")
+    sp.add_argument("--ann", choices=ANN_MODES,
+                    help=f"vector search: auto (exact up to {StoreConfig.exact_max} clips, approximate IVF candidates "
+                         f"re-scored exactly above), flat (always exact), ivf (always IVF) (default: the index's "
+                         f"own; auto for a new index)")
     sp.add_argument("--json", action="store_true", help="print the summary as JSON, no progress bars")
 
     sp = _verb(sub, "search", cmd_search)
@@ -340,11 +372,18 @@ def build_parser() -> argparse.ArgumentParser:
                          "keep: show every window")
     sp.add_argument("--device", default="cpu")
     sp.add_argument("--backbone-weights", help="the index's backbone weights file, if it moved since indexing")
+    sp.add_argument("--exact", action="store_true", help="brute force over every vector, even on a large index")
     sp.add_argument("--json", action="store_true")
 
     sp = _verb(sub, "status", cmd_status)
     sp.add_argument("--index", required=True)
+    sp.add_argument("--verify", action="store_true", help="also check every vector file against its checksum")
     sp.add_argument("--json", action="store_true")
+
+    sp = _verb(sub, "export", cmd_export)
+    sp.add_argument("--index", required=True)
+    sp.add_argument("--out", required=True, help="the Parquet file to write")
+    sp.add_argument("--latents", action="store_true", help="also z_s and z_d (a LiFT pass per clip)")
 
     sp = _verb(sub, "train", cmd_train)
     sp.add_argument("features", nargs="+", help=".npy/.npz files of (N, T, D) feature sequences")

@@ -4,6 +4,9 @@ A stored descriptor is [m | dyn] (lift.LiFT.describe), both halves unit length. 
 weight w in [0, 1] searches with [(1 - w) m_q | w * (+/-) dyn_q], so a result's score is
     score = (1 - w) * cos(m_q, m_r) + w * cos(+/- dyn_q, dyn_r)
 with the minus sign for a reverse ("opposite action") query. Both parts are returned with each hit.
+Scores are always exact; on a large index the candidates come from an approximate (IVF) index and are
+re-scored against the stored vectors (indexer/store.py), so only recall is approximate (`exact=True`
+searches by brute force).
 """
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ from functools import cached_property
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import or_, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.exc import DBAPIError
 
 from db import Clip as ClipRow
@@ -25,6 +28,7 @@ from indexer.decode import READ_MODES
 from indexer.library import IndexDir, VideoFeatures
 from indexer.lock import IndexLock, IndexLocked
 from indexer.reconcile import disagreement, reconcile
+from indexer.segments import MANIFEST
 from indexer.store import VectorStore
 from lift.config import DECODE_TIMEOUT_S, MOTION_WEIGHT, OVERLAP_MODES, SEARCH_K, Sampling
 from lift.errors import CheckpointError, EmptyIndexError, IndexNotFoundError, LiftSearchError
@@ -32,6 +36,7 @@ from lift.files import SAFETENSORS_META_KEY, safetensors_metadata
 
 log = logging.getLogger(__name__)
 _EPS = 1e-6  # seconds: windows that only touch do not overlap
+_CLIP_ROWS = select(ClipRow.id, Video.path, ClipRow.start_s, ClipRow.end_s).join(Video, ClipRow.video_id == Video.id)
 
 
 class SearchError(LiftSearchError, ValueError):
@@ -80,14 +85,19 @@ class SearchEngine:
     needs neither (nor torch)."""
 
     def __init__(self, idx: IndexDir, sessions, store: VectorStore, settings: dict, device: str = "cpu",
-                 backbone_weights: str | Path | None = None):
+                 backbone_weights: str | Path | None = None, hidden: set[int] | None = None):
         self.idx, self.sessions, self.store, self.settings = idx, sessions, store, settings
         self.device, self.backbone_weights = device, backbone_weights
         self.dim = store.dim
-        with sessions() as s:
-            missing, orphans = disagreement(s, store)
-        self._hidden = set(missing.tolist()) | set(orphans.tolist())  # never served
-        self._top_id = int(store.ids().max()) if len(store) else 0      # the largest id with a vector
+        self._db = sessions.kw["bind"]  # (a plain connection for the lookups of every search: no ORM session)
+        if hidden is None:
+            with sessions() as s:
+                missing, orphans = disagreement(s, store)  # (cheap while they agree: counts first)
+            hidden = set(missing.tolist()) | set(orphans.tolist())
+        self._hidden = hidden  # ids in only one of the database and the store: never served
+        # clips an indexer adds later have higher ids (never reused): the database is read up to this one,
+        # so that the engine lists exactly the clips whose vectors it holds
+        self._last_id = store.stats()[1]
         self._backbone = None
 
     @classmethod
@@ -102,21 +112,24 @@ class SearchEngine:
         sessions = open_db(idx.db)
         with sessions() as s:
             settings = all_settings(s)
-        if settings.get("dim") is None or not idx.vectors.exists():
+        if settings.get("dim") is None or not ((idx.vectors / MANIFEST).exists() or idx.legacy_vectors.exists()):
             raise EmptyIndexError(f"the index at {idx.root} holds no vectors yet: its first `lift-search index` "
                                   f"run has not finished a checkpoint")
-        store = VectorStore.load(idx.vectors, settings["dim"])  # refuses a file we did not write
+        dim = settings["dim"]
+        store = VectorStore.open(idx.vectors, dim, legacy=idx.legacy_vectors)  # refuses files we did not write
         with sessions() as s:
             missing, orphans = disagreement(s, store)
+        hidden = set()
         if len(missing) or len(orphans):
+            hidden = None  # (found again once repaired, or not)
             # a crashed indexer's leftovers, or an indexer at work now: repair only if none is running
             # (its lock is free); otherwise __init__ hides the disagreeing ids. The lock is taken only
             # here, so that opening a sound index never keeps an indexer from starting.
             try:
                 with IndexLock(idx.root):
-                    store = VectorStore.load(idx.vectors, settings["dim"])
+                    store = VectorStore.open(idx.vectors, dim, writable=True, legacy=idx.legacy_vectors)
                     if reconcile(open_db(idx.db, write=True), store)["removed_vectors"]:
-                        store.save(idx.vectors)
+                        store.commit()
             except IndexLocked:
                 pass
             except (OSError, DBAPIError, MetadataDbError) as e:  # read-only folder, disk or database: ids hidden
@@ -128,7 +141,7 @@ class SearchEngine:
             raise CheckpointError(f"Refusing to load {model}: it is not the LiFT model this index wrote (a "
                                   f"lift-search safetensors file); it is missing or was replaced. Rebuild the "
                                   f"index's model with `lift-search index ... --refit`.")
-        return cls(idx, sessions, store, settings, device, backbone_weights)
+        return cls(idx, sessions, store, settings, device, backbone_weights, hidden)
 
     @cached_property
     def model(self):
@@ -149,44 +162,84 @@ class SearchEngine:
         return frozenset(self._hidden)
 
     def clips(self) -> list[Clip]:
-        valid = self.served_ids()
-        with self.sessions() as s:
-            rows = s.execute(select(ClipRow.id, Video.path, ClipRow.start_s, ClipRow.end_s)
-                             .join(Video).order_by(Video.path, ClipRow.start_s)).all()
-        return [Clip(*r) for r in rows if r[0] in valid]
+        """Every served clip, by file and start (the whole library: page a large one with `clip_page`)."""
+        return self.clip_page(0, None, order="path")
 
-    def _served_rows(self, query, within: Sequence[str | Path] | None):
-        """`query` (over clips joined with their videos) restricted, in SQL, to served clips under any of
-        the folders `within`. Ids are never reused and an indexer commits rows before vectors, so the rows
-        with an id up to the largest in the vectors at opening, less the hidden ones, are the served clips
-        whose rows still exist (a video deleted since is not listed)."""
-        query = query.where(ClipRow.id <= self._top_id)
+    def _library(self, columns, within: Sequence[str | Path] | None = None, folder: str | None = None,
+                 text: str | None = None, length: tuple[float, float] | None = None):
+        """A query over the served clips joined with their videos, filtered: `within` folders the video lies
+        under (at any depth), `folder` the folder it lies in (directly), `text` a part of its path
+        (case-insensitive), `length` (min, max) seconds. Ids are never reused and an indexer commits rows
+        before vectors, so the rows with an id up to the largest in the vectors at opening, less the hidden
+        ones, are the served clips whose rows still exist (a video deleted since is not listed). Written so
+        that SQLite walks the videos' path index and each video's clips (no sort of the whole library for a
+        page by path): from videos, and `id + 0` keeps the id bound from choosing the clips' primary key."""
+        q = select(*columns).select_from(Video).join(ClipRow, ClipRow.video_id == Video.id)
+        q = q.where(ClipRow.id + 0 <= self._last_id)
+        if within:
+            q = q.where(self._under(within))
+        if folder is not None:  # videos directly in `folder`: a range of the path index, then the parent
+            parent = func.rtrim(Video.path, func.replace(Video.path, "/", ""))  # the path up to its last "/"
+            q = q.where(or_(*[and_(Video.path >= p, Video.path < p[:-1] + "0", parent == p)
+                              for p in (folder.rstrip("/") + "/", bytes_form(folder.rstrip("/") + "/"))]))
+        if text:
+            q = q.where(func.lower(Video.path).contains(text.lower(), autoescape=True))
+        if length is not None:
+            q = q.where((ClipRow.end_s - ClipRow.start_s).between(length[0] - 1e-6, length[1] + 1e-6))
         if self._hidden:
-            query = query.where(ClipRow.id.not_in(self._hidden))
-        return query.where(self._under(within)) if within else query
+            q = q.where(ClipRow.id.not_in(sorted(self._hidden)))
+        return q
 
-    def count(self, within: Sequence[str | Path] | None = None) -> int:
-        """How many clips `clip_page` pages through."""
-        from sqlalchemy import func
-
-        with self.sessions() as s:
-            return s.scalar(self._served_rows(select(func.count(ClipRow.id)).join(Video), within))
-
-    def clip_page(self, offset: int = 0, limit: int = 100, within: Sequence[str | Path] | None = None) -> list[Clip]:
-        """Served clips (under any of the folders `within`) ordered by id, `limit` of them from the
-        `offset`-th: one SQL query, whatever the library's size."""
-        if offset < 0 or limit < 1:
+    def clip_page(self, offset: int = 0, limit: int | None = 100, within: Sequence[str | Path] | None = None,
+                  folder: str | None = None, text: str | None = None, length: tuple[float, float] | None = None,
+                  order: str = "id") -> list[Clip]:
+        """`limit` served clips (None: all) from the `offset`-th on, filtered as `count`, ordered by id
+        (`order="id"`: stable while an indexer adds clips) or by video path, then time (`order="path"`): one
+        SQL query, whatever the library's size."""
+        if offset < 0 or (limit is not None and limit < 1):
             raise SearchError(f"a page needs offset >= 0 and limit >= 1, got offset {offset}, limit {limit}")
-        query = select(ClipRow.id, Video.path, ClipRow.start_s, ClipRow.end_s).join(Video)
+        if order not in ("id", "path"):
+            raise SearchError(f"a page is ordered by id or path, not {order!r}")
+        q = self._library((ClipRow.id, Video.path, ClipRow.start_s, ClipRow.end_s), within, folder, text, length)
+        q = q.order_by(*((Video.path, ClipRow.id) if order == "path" else (ClipRow.id,))).offset(offset).limit(limit)
         with self.sessions() as s:
-            rows = s.execute(self._served_rows(query, within).order_by(ClipRow.id).offset(offset).limit(limit)).all()
-        return [Clip(*r) for r in rows]
+            return [Clip(*r) for r in s.execute(q)]
+
+    def count(self, within: Sequence[str | Path] | None = None, folder: str | None = None, text: str | None = None,
+              length: tuple[float, float] | None = None) -> int:
+        """How many clips `clip_page` pages through (those under `within`, in `folder`, whose path contains
+        `text`, of that `length`)."""
+        if not within and folder is None and not text and length is None:  # the clips' id index alone
+            q = select(func.count(ClipRow.id)).where(ClipRow.id <= self._last_id)
+            if self._hidden:
+                q = q.where(ClipRow.id.not_in(sorted(self._hidden)))
+        else:
+            q = self._library((func.count(ClipRow.id),), within, folder, text, length)
+        with self.sessions() as s:
+            return s.scalar(q)
+
+    def folders(self) -> list[str]:
+        """The folders holding indexed videos (each video's parent folder), sorted."""
+        parent = func.rtrim(Video.path, func.replace(Video.path, "/", ""))  # the path up to its last "/"
+        with self.sessions() as s:
+            return sorted({str(Path(p)) for p in s.scalars(select(parent).distinct()) if p})
+
+    def length_range(self) -> tuple[float, float]:
+        """(shortest, longest) clip in seconds."""
+        length = ClipRow.end_s - ClipRow.start_s
+        with self.sessions() as s:
+            lo, hi = s.execute(select(func.min(length), func.max(length))).one()
+        return float(lo or 0.0), float(hi or 0.0)
+
+    def descriptor(self, clip_id: int) -> np.ndarray:
+        """The stored descriptor [m | dyn] (2d,) float32 of an indexed clip."""
+        self.clip(clip_id)  # raises for an unknown or hidden id
+        return self.store.vectors([int(clip_id)])[0]
 
     def clip(self, clip_id: int) -> Clip:
-        with self.sessions() as s:
-            row = s.execute(select(ClipRow.id, Video.path, ClipRow.start_s, ClipRow.end_s).join(Video)
-                            .where(ClipRow.id == int(clip_id))).first()
-        if row is None or row[0] in self._hidden:
+        with self._db.connect() as c:
+            row = c.execute(_CLIP_ROWS.where(ClipRow.id == int(clip_id))).one_or_none()
+        if row is None or row.id in self._hidden or row.id > self._last_id:
             raise UnknownClipError(f"no clip with id {clip_id} in this index")
         return Clip(*row)
 
@@ -200,18 +253,22 @@ class SearchEngine:
 
     # ---- search -----------------------------------------------------------------------------
     def search_clip(self, clip_id: int, k: int = SEARCH_K, reverse: bool = False, motion: float = MOTION_WEIGHT,
-                    within: Sequence[str | Path] | None = None, overlap: str = "distinct") -> list[Hit]:
+                    within: Sequence[str | Path] | None = None, overlap: str = "distinct",
+                    exact: bool = False) -> list[Hit]:
         """Clips like an indexed clip (itself excluded; with overlap="distinct", so are the windows of its
-        own video that overlap it: they show the same moment)."""
+        own video that overlap it: they show the same moment). `exact`: brute force, even where an
+        approximate index serves (its scores are exact either way; only recall differs)."""
         query = self.clip(clip_id)  # raises for an unknown id
         vec = self.store.vectors([int(clip_id)])[0]
-        return self._search(vec, k, reverse, motion, within, overlap, query=query)
+        return self._search(vec, k, reverse, motion, within, overlap, query=query, exact=exact)
 
     def search_video(self, path: str | Path, k: int = SEARCH_K, reverse: bool = False,
                      motion: float = MOTION_WEIGHT, within: Sequence[str | Path] | None = None,
-                     overlap: str = "distinct", start_s: float | None = None, end_s: float | None = None) -> list[Hit]:
+                     overlap: str = "distinct", start_s: float | None = None, end_s: float | None = None,
+                     exact: bool = False) -> list[Hit]:
         """Clips like a video file, or like its segment [start_s, end_s) (seconds; either may be left out)."""
-        return self._search(self.describe_video(path, start_s, end_s), k, reverse, motion, within, overlap)
+        return self._search(self.describe_video(path, start_s, end_s), k, reverse, motion, within, overlap,
+                            exact=exact)
 
     def search_features(self, seq: np.ndarray, k: int = SEARCH_K, reverse: bool = False,
                         motion: float = MOTION_WEIGHT, within: Sequence[str | Path] | None = None,
@@ -297,14 +354,15 @@ class SearchEngine:
     def within_ids(self, folders: Sequence[str | Path]) -> np.ndarray:
         """The served clip ids of the videos under any of ``folders`` (at any depth)."""
         with self.sessions() as s:
-            ids = np.fromiter(s.scalars(select(ClipRow.id).join(Video).where(self._under(folders))), np.int64)
+            ids = np.fromiter(s.scalars(select(ClipRow.id).join(Video).where(self._under(folders),
+                                                                          ClipRow.id <= self._last_id)), np.int64)
         ids = ids[~np.isin(ids, np.fromiter(self._hidden, np.int64, len(self._hidden)))]
         if not len(ids):
             raise SearchError("no indexed clip lies under " + ", ".join(str(f) for f in folders))
         return ids
 
     def _search(self, vec: np.ndarray, k: int, reverse: bool, motion: float, within, overlap: str,
-                query: Clip | None = None) -> list[Hit]:
+                query: Clip | None = None, exact: bool = False) -> list[Hit]:
         """The best k hits for descriptor ``vec``: exact scores, the query clip excluded, only clips under
         ``within``; with overlap="distinct", no two hits (nor a hit and the query clip) overlap in time in
         one video: each such group is its best window. Candidates are fetched in growing rounds until k
@@ -320,9 +378,9 @@ class SearchEngine:
         weighted = np.concatenate([(1 - motion) * m, motion * dyn])[None].astype(np.float32)
         allowed = self.within_ids(within) if within else None
         available = len(allowed) if allowed is not None else len(self.store)
-        n = k + 1 + len(self._hidden)
+        n = (4 * k if overlap == "distinct" else k) + 1 + len(self._hidden)  # (overlapping windows drop out)
         while True:
-            _, found = self.store.search(weighted, n, allowed)
+            _, found = self.store.search(weighted, n, allowed, exact=exact)
             ids = [int(i) for i in found[0] if i >= 0 and i not in self._hidden and (query is None or i != query.clip_id)]
             hits = self._hits(ids, m, dyn, motion)
             if overlap == "distinct":
@@ -338,10 +396,9 @@ class SearchEngine:
             return []
         d = self.dim // 2
         stored = self.store.vectors(ids)                       # (n, 2d)
-        static, dynamic = stored[:, :d] @ m, stored[:, d:] @ dyn
-        with self.sessions() as s:  # one query (clip and video rows joined), not one per hit
-            rows = {r[0]: r for r in s.execute(select(ClipRow.id, Video.path, ClipRow.start_s, ClipRow.end_s)
-                                               .join(Video).where(ClipRow.id.in_(ids)))}
+        static, dynamic = (stored[:, :d] * m).sum(1), (stored[:, d:] * dyn).sum(1)  # (no BLAS threads for a few rows)
+        with self._db.connect() as c:  # one query (clip and video rows joined), not one per hit
+            rows = {r.id: r for r in c.execute(_CLIP_ROWS.where(ClipRow.id.in_(ids)))}
         hits = [Hit(*rows[i], float((1 - motion) * st + motion * dy), float(st), float(dy))
                 for i, st, dy in zip(ids, static, dynamic) if i in rows]
         hits.sort(key=lambda h: -h.score)
@@ -378,8 +435,6 @@ class SearchEngine:
         return real
 
     def status(self) -> dict:
-        from sqlalchemy import func
-
         with self.sessions() as s:
             counts = {"videos": s.scalar(select(func.count(Video.id))),
                       "clips": s.scalar(select(func.count(ClipRow.id))),
@@ -389,15 +444,13 @@ class SearchEngine:
         # how the videos' frames were read: "sequential" ones are files whose seeks land on wrong frames;
         # "unknown" ones were indexed before this was recorded
         read_modes = {m: modes.get(m, 0) for m in READ_MODES} | {"unknown": modes.get(None, 0)}
-        disk = sum(f.stat().st_size for f in self.idx.root.rglob("*") if f.is_file())
         return {"index": str(self.idx.root), "metadata": str(self.idx.db), **counts, "vectors": len(self.store),
-                "read_modes": read_modes,
+                "read_modes": read_modes, "search": self.store.describe(), "disk_bytes": _disk_bytes(self.idx.root),
                 "failure_reasons": [{"path": p, "reason": r} for p, r in self.failures()],
                 "backbone": self.settings.get("backbone"), "backbone_record": self.settings.get("backbone_record"),
                 "lift": self.settings.get("lift"),
                 "sampling": self.settings.get("sampling"), "dim": self.dim, "roots": self.settings.get("roots"),
-                "created_at": self.settings.get("created_at"), "updated_at": self.settings.get("updated_at"),
-                "disk_bytes": disk}
+                "created_at": self.settings.get("created_at"), "updated_at": self.settings.get("updated_at")}
 
     # ---- an uploaded query: decoded once, then searched and explained from its features --------
     def video_features(self, path: str | Path, start_s: float | None = None,
@@ -421,3 +474,32 @@ def distinct_moments(hits: list[Hit], query: Clip | None = None) -> list[Hit]:
             spans.append((h.start_s, h.end_s))
             out.append(h)
     return out
+
+
+def search_summary(d: dict) -> str:
+    """How an index serves searches, in words, from `status()["search"]` (VectorStore.describe)."""
+    where = f"{d['vectors']} vectors in {d['segments']} segment(s), {d['bytes'] / 1e6:.1f} MB"
+    if d["search"] == "ivf":
+        return (f"approximate {d['index']} (trained on {d['trained_on']} vectors; {d['nprobe']} lists probed, "
+                f"{d['candidates']} candidates re-scored exactly), {where}; --ann {d['mode']}")
+    return f"exact (brute force), {where}; --ann {d['mode']}"
+
+
+def _disk_bytes(root: Path) -> int:
+    """Bytes of the files under `root` (os.scandir: no path objects for a library's many feature files)."""
+
+    total, stack = 0, [str(root)]
+    while stack:
+        try:
+            with os.scandir(stack.pop()) as entries:
+                for e in entries:
+                    try:
+                        if e.is_dir(follow_symlinks=False):
+                            stack.append(e.path)
+                        elif e.is_file(follow_symlinks=False):
+                            total += e.stat(follow_symlinks=False).st_size
+                    except FileNotFoundError:  # an indexer replaced it meanwhile
+                        pass
+        except FileNotFoundError:
+            pass
+    return total

@@ -38,7 +38,7 @@ def agreement(index: Path) -> tuple[int, int, int]:
     sessions = open_db(idx.db)
     with sessions() as s:
         dim = s.get(Setting, "dim").value
-        store = VectorStore.load(idx.vectors, dim)
+        store = VectorStore.open(idx.vectors, dim, legacy=idx.legacy_vectors)
         missing, orphans = disagreement(s, store)
         n = s.query(Clip).count()
     return n, len(store), len(missing) + len(orphans)
@@ -99,13 +99,15 @@ def record(section: str, figures: dict, force: bool = False) -> None:
 
 def snapshot(index: Path) -> dict:
     """What an index holds, keyed so that two runs compare: (video path, start_s, end_s) -> vector, and
-    every check of its soundness (FAISS ids == database ids, no duplicates, no temp files, one model)."""
+    every check of its soundness (vector ids == database ids, every vector file listed by the manifest and
+    matching its checksum, no duplicates, no temp files, one model)."""
     from sqlalchemy import select
 
     from db import Clip, Failure, Video, open_db
     from db.session import all_settings
     from indexer.library import IndexDir
-    from indexer.store import VectorStore
+    from indexer.segments import MANIFEST, read_manifest, referenced
+    from indexer.store import StoreError, VectorStore
 
     idx = IndexDir(index)
     sessions = open_db(idx.db)
@@ -117,14 +119,22 @@ def snapshot(index: Path) -> dict:
             videos = sorted(s.scalars(select(Video.path)))
     finally:
         sessions.kw["bind"].dispose()
-    store = VectorStore.load(idx.vectors, settings["dim"])
+    store = VectorStore.open(idx.vectors, settings["dim"], legacy=idx.legacy_vectors)
     ids = store.ids()
     problems = []
+    try:
+        store.verify()  # every file of the store matches the manifest's checksum
+    except StoreError as e:
+        problems.append(str(e))
+    listed = referenced(read_manifest(idx.vectors)) | {MANIFEST}
+    stray = sorted(f.name for f in idx.vectors.iterdir() if f.name not in listed) if idx.vectors.is_dir() else []
+    if stray:
+        problems.append(f"files in vectors/ the manifest does not list: {stray}")
     if len(ids) != len(set(ids.tolist())):
-        problems.append("duplicate ids in FAISS")
+        problems.append("duplicate ids in the vector store")
     db_ids = {r[0] for r in rows}
     if set(ids.tolist()) != db_ids:
-        problems.append(f"FAISS and database disagree: {len(db_ids - set(ids.tolist()))} missing vectors, "
+        problems.append(f"vector store and database disagree: {len(db_ids - set(ids.tolist()))} missing vectors, "
                         f"{len(set(ids.tolist()) - db_ids)} orphans")
     if store.meta.get("lift_hash") != settings["lift"]["hash"]:
         problems.append("vectors made by another LiFT than the index's")

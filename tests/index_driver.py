@@ -23,14 +23,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 def options(spec: dict):
     """The runs' options: tests.helpers.small_options, smaller still (8 frames a clip, 3 videos a checkpoint),
-    updated by `spec` (plus "epochs" and "frames_per_clip")."""
-    from lift.config import Sampling, TrainConfig
+    updated by `spec` (plus "epochs", "frames_per_clip" and "merge_factor"). The vector store is searched
+    through an IVF index (forced: the library is tiny) and merges every 2 segments, so that the runs write
+    segments, merge them and train the IVF index as large libraries do."""
+    from lift.config import Sampling, StoreConfig, TrainConfig
     from tests.helpers import small_options
 
     spec = dict(spec)
     sampling = Sampling(frames_per_clip=spec.pop("frames_per_clip", 8))
     train = TrainConfig(latent_dim=32, epochs=spec.pop("epochs", 10), progress=False)
-    return small_options(**{"checkpoint_videos": 3, "batch_frames": 24, "sampling": sampling, "train": train, **spec})
+    store = StoreConfig(merge_factor=spec.pop("merge_factor", 2))
+    return small_options(**{"checkpoint_videos": 3, "batch_frames": 24, "sampling": sampling, "train": train,
+                            "ann": "ivf", "store": store, **spec})
 
 
 def child(job: dict) -> int:

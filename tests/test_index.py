@@ -175,10 +175,10 @@ def test_crash_between_db_and_vectors_is_repaired(small_library, db_url, tmp_pat
     index = tmp_path / "idx"
     run_index([videos], index, small_options(db=db_url))
     idx = IndexDir(index)
-    store = VectorStore.load(idx.vectors, 128)
+    store = VectorStore.open(idx.vectors, 128, writable=True)
     victim = int(store.ids()[0])
     store.remove([victim])
-    store.save(idx.vectors)            # a vector lost: its database row has no vector
+    store.commit()                     # a vector lost: its database row has no vector
     assert agreement(index)[2] == 1
     engine = SearchEngine.open(index)  # the engine repairs on open (no indexer running)
     assert victim not in [c.clip_id for c in engine.clips()]

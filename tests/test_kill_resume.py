@@ -1,11 +1,15 @@
 """Kill the indexer anywhere (SIGKILL), run it again, and get exactly the index of an uninterrupted run.
 
 Slow (CI): random moments across whole runs, the narrow moments by name (indexer.testpoint), kills of
-the rerun itself (mid-repair), and kills of an incremental run (additions, a change, a deletion). Each
-trial ends with an uninterrupted run; its index must equal the reference run's: the same clips, the
-same vectors (to 1e-5), the same LiFT weights (training is deterministic), FAISS ids == database ids,
-no duplicates, no temp files, one model file. Figures go to bench/results/reliability.json. It runs
-with the metadata in SQLite and, where a server is given (tests/pg_server.sh), in PostgreSQL (`db_url`).
+the rerun itself (mid-repair), and kills of an incremental run (additions, a change, a deletion). The
+runs write the vector store as they do at scale: a segment per checkpoint, merges every 2 segments
+(compaction), a segment rewritten without its deleted rows, an IVF index trained and its codes written
+(tests/index_driver.py forces both on this tiny library). Each trial ends with an uninterrupted run;
+its index must equal the reference run's: the same clips, the same vectors (to 1e-5), the same LiFT
+weights (training is deterministic), vector ids == database ids, every vector file listed by the
+manifest and matching its checksum, no duplicates, no temp files, one model file. Figures go to
+bench/results/reliability.json. It runs with the metadata in SQLite and, where a server is given
+(tests/pg_server.sh), in PostgreSQL (`db_url`).
 """
 from __future__ import annotations
 
@@ -27,8 +31,10 @@ N_RANDOM = 20  # random kill moments across first runs (at least)
 PHASES = {None: "start-up, scan, repair", "start": "start-up, scan, repair", "reconciled-db": "start-up, scan, repair",
           "removed-vectors": "removing deleted videos", "decode-start": "decoding + backbone",
           "feature-cached": "decoding + backbone", "fit-start": "LiFT fit", "model-saved": "LiFT model commit",
-          "db-committed": "between the DB commit and the FAISS save", "faiss-write": "FAISS write (half a file)",
-          "faiss-saved": "describe + store (next checkpoint) / finish", "done": "after the run (exiting)"}
+          "db-committed": "between the DB commit and the vector commit",
+          "vectors-write": "segment write (half a file)", "vectors-saved": "after a vector commit (manifest written)",
+          "compact-write": "merging segments (half a file)", "compacted": "merge committed, old files not yet deleted",
+          "ann-write": "IVF index write (half a file)", "done": "after the run (exiting)"}
 
 # kills by name: (the points spec of the first run, of the rerun or None)
 TARGETED = [
@@ -38,9 +44,12 @@ TARGETED = [
     ("model-saved=kill,decoder", None),
     ("db-committed=kill,decoder", None),
     ("db-committed=kill@3,decoder", "reconciled-db=kill,decoder"),  # and the repair itself killed
-    ("faiss-write=kill,decoder", None),
-    ("faiss-write=kill@2,decoder", "faiss-write=kill,decoder"),
-    ("faiss-saved=kill@2,decoder", None),
+    ("vectors-write=kill,decoder", None),
+    ("vectors-write=kill@2,decoder", "vectors-write=kill,decoder"),
+    ("vectors-saved=kill@2,decoder", None),
+    ("ann-write=kill,decoder", None),
+    ("compact-write=kill,decoder", "compact-write=kill,decoder"),  # a merge killed, and its rerun's too
+    ("compacted=kill,decoder", None),
 ]
 
 
@@ -119,7 +128,8 @@ def test_kill_anywhere_and_resume(driver, db_url, tmp_path):
     inc_ref = snapshot(tmp_path / "incref")
     assert not inc_ref["problems"]
     for j, plan in enumerate([[(None, "removed-vectors=kill,decoder")],
-                              [(None, "faiss-write=kill,decoder")],
+                              [(None, "vectors-write=kill,decoder")],
+                              [(None, "compact-write=kill,decoder")],  # the rewrite of a segment with deleted rows
                               [(rng.uniform(0.02, inc_s), "decoder")],
                               [(rng.uniform(0.02, inc_s), "decoder")],
                               [(rng.uniform(0.02, inc_s), "decoder")]]):
@@ -132,7 +142,7 @@ def test_kill_anywhere_and_resume(driver, db_url, tmp_path):
     status, result, _, refit_s = driver.run([library], tmp_path / "refitref", opts=refit)
     assert status == "exit 0" and result["report"]["lift"]["hash"] != ref["model"]
     refit_ref = snapshot(tmp_path / "refitref")
-    for j, plan in enumerate([[(None, "model-saved=kill,decoder")], [(None, "faiss-write=kill,decoder")],
+    for j, plan in enumerate([[(None, "model-saved=kill,decoder")], [(None, "vectors-write=kill,decoder")],
                               [(rng.uniform(0.02, refit_s), "decoder")]]):
         copy_index(tmp_path / "ref", tmp_path / f"refit{j}")
         trial(f"refit-{j}", tmp_path / f"refit{j}", plan, refit_ref, opts=refit)

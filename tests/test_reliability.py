@@ -66,9 +66,9 @@ def db_clip_ids(index: Path) -> set[int]:
 def test_targeted_kills_resume_to_the_uninterrupted_index(driver, library, reference, crashed, tmp_path):
     _, ref = reference
     index = copy_index(crashed, tmp_path / "idx")
-    status, _, passed, _ = driver.run([library], index, points="decoder,faiss-write=kill")  # half a file
-    assert status == "signal SIGKILL" and passed[-1] == "faiss-write"
-    assert (index / "vectors.faiss.tmp").exists()  # what a crash leaves ...
+    status, _, passed, _ = driver.run([library], index, points="decoder,vectors-write=kill")  # half a segment
+    assert status == "signal SIGKILL" and passed[-1] == "vectors-write"
+    assert list((index / "vectors").glob("seg-*.tmp"))  # what a crash leaves ...
     status, result, _, _ = driver.run([library], index)
     assert status == "exit 0" and result["report"]["repaired"]["requeued_videos"] == 3
     assert differences(ref, snapshot(index)) == []  # ... is gone, and the index is the reference's
@@ -77,7 +77,7 @@ def test_targeted_kills_resume_to_the_uninterrupted_index(driver, library, refer
 
 def test_engine_hides_out_of_step_ids_while_an_indexer_holds_the_lock(crashed, tmp_path):
     index = copy_index(crashed, tmp_path / "idx")
-    in_db, snap_store = db_clip_ids(index), VectorStore.load(IndexDir(index).vectors, 64)
+    in_db, snap_store = db_clip_ids(index), VectorStore.open(IndexDir(index).vectors, 64)
     missing = in_db - set(snap_store.ids().tolist())
     assert len(missing) == 3 and len(snap_store) == 3
     with IndexLock(index):  # "an indexer is running": no repair, but nothing out of step is served
@@ -130,7 +130,9 @@ def test_stale_temp_files_of_a_killed_run_are_removed(driver, library, reference
     _, ref = reference
     index = copy_index(reference[0], tmp_path / "idx")
     planted = [index / "vectors.faiss.tmp", index / "features" / "0123.npz.tmp.npz",
-               index / "models" / "incoming.safetensors", index / "models" / "incoming.safetensors.tmp"]
+               index / "models" / "incoming.safetensors", index / "models" / "incoming.safetensors.tmp",
+               index / "vectors" / "seg-999999.arr.tmp", index / "vectors" / "seg-999998.arr",  # unlisted
+               index / "vectors" / "manifest.json.tmp"]
     for f in planted:
         f.write_bytes(b"half a file")
     status, _, _, _ = driver.run([library], index)
@@ -176,7 +178,7 @@ def extra(tmp_path_factory) -> Path:
 
 
 @slow_on_postgresql
-def test_disk_full_at_the_faiss_save_keeps_the_previous_index(driver, library, extra, db_url, tmp_path):
+def test_disk_full_at_the_vector_commit_keeps_the_previous_index(driver, library, extra, db_url, tmp_path):
     videos = tmp_path / "videos"
     shutil.copytree(library, videos)
     index = tmp_path / "idx"
@@ -184,8 +186,8 @@ def test_disk_full_at_the_faiss_save_keeps_the_previous_index(driver, library, e
     before = snapshot(index)
     for k, f in enumerate(good_videos(extra)):
         shutil.copy2(f, videos / f"new{k}{f.suffix}")
-    status, result, passed, _ = driver.run([videos], index, points="decoder,faiss-write=enospc")
-    assert status == "exit 1" and "faiss-write" in passed
+    status, result, passed, _ = driver.run([videos], index, points="decoder,vectors-write=enospc")
+    assert status == "exit 1" and "vectors-write" in passed
     assert result["error"].startswith("IndexWriteError: cannot write the index at")
     assert "No space left on device" in result["error"] and "run again" in result["error"]
     after = snapshot(index)  # the old vectors load, the database agrees (its rows were taken back)
@@ -306,22 +308,51 @@ def test_a_planted_model_file_in_the_index_is_refused(reference, tmp_path):
 def test_foreign_or_wrong_dimension_vector_files_are_refused(library, reference, tmp_path):
     import faiss
 
+    from indexer.legacy import save_legacy
     from indexer.pipeline import run_index
+    from indexer.segments import read_manifest
     from tests.index_driver import options
 
     index = copy_index(reference[0], tmp_path / "idx")
-    vectors = index / "vectors.faiss"
-    faiss.write_index(faiss.IndexFlatIP(64), str(vectors))  # a valid FAISS file, not ours
-    foreign = vectors.read_bytes()
+    segment = index / "vectors" / read_manifest(index / "vectors")["segments"][0]["file"]
+    faiss.write_index(faiss.IndexFlatIP(64), str(segment))  # a valid FAISS file where a segment should be
+    foreign = segment.read_bytes()
     with pytest.raises(StoreError, match="not written by lift-search"):
         SearchEngine.open(index)
-    with pytest.raises(StoreError, match="not written by lift-search.*Move it away"):
+    with pytest.raises(StoreError, match="not written by lift-search.*Move it"):
         run_index([library], index, options({}))
-    assert vectors.read_bytes() == foreign  # never overwritten
-    wrong = VectorStore(16, meta={"lift_hash": "x"})
+    assert segment.read_bytes() == foreign  # never overwritten
+    shutil.rmtree(index / "vectors")
+    wrong = VectorStore(index / "vectors", 16, meta={"lift_hash": "x"})
     wrong.add([1], np.ones((1, 16), np.float32))
-    wrong.save(vectors)
+    wrong.commit()
     with pytest.raises(StoreError, match="16-d vectors; this index expects 64-d"):
         SearchEngine.open(index)
     with pytest.raises(StoreError, match="16-d"):
         run_index([library], index, options({}))
+    shutil.rmtree(index / "vectors")  # an index of lift-search 0.1: one vectors.faiss, here not ours
+    faiss.write_index(faiss.IndexFlatIP(64), str(index / "vectors.faiss"))
+    with pytest.raises(StoreError, match="not written by lift-search"):
+        SearchEngine.open(index)
+    save_legacy(index / "vectors.faiss", [1], np.ones((1, 16), np.float32), {"lift_hash": "x"})
+    with pytest.raises(StoreError, match="16-d"):
+        run_index([library], index, options({}))
+
+
+def test_an_index_of_lift_search_0_1_opens_and_is_migrated_by_the_next_run(driver, library, reference, tmp_path):
+    """Its single vectors.faiss is read as it is; the next index run moves the vectors into segments."""
+    from indexer.legacy import save_legacy
+
+    ref_index, ref = reference
+    index = copy_index(ref_index, tmp_path / "idx")
+    store = VectorStore.open(index / "vectors", 64)
+    ids = store.ids()
+    save_legacy(index / "vectors.faiss", ids, store.vectors(ids), store.meta)
+    shutil.rmtree(index / "vectors")
+    engine = SearchEngine.open(index)
+    assert engine.store.kind == "exact" and len(engine.store) == len(ids)
+    assert engine.search_clip(int(ids[0]), k=3)
+    status, result, _, _ = driver.run([library], index)
+    assert status == "exit 0" and result["report"]["new"] == 0
+    assert not (index / "vectors.faiss").exists() and (index / "vectors" / "manifest.json").exists()
+    assert differences(ref, snapshot(index)) == []

@@ -62,8 +62,10 @@ def test_the_cli_takes_a_segment_and_refuses_a_long_query_without_one(long_index
     out = subprocess.run(cli + ["--start", "2", "--end", "6", "-k", "2", "--json"], capture_output=True, text=True,
                          env=env, timeout=300)
     assert out.returncode == 0, out.stderr
-    top = json.loads(out.stdout)[0]
-    assert (top["video_path"], top["start_s"], top["end_s"]) == (str(videos[1]), 2.0, 6.0) and top["score"] > 0.99
+    hits = json.loads(out.stdout)
+    own = [h for h in hits if (h["video_path"], h["start_s"], h["end_s"]) == (str(videos[1]), 2.0, 6.0)]
+    # first, or tied with the first: another long video can hold the same clip at the same time (equal vectors)
+    assert own and own[0]["score"] == hits[0]["score"] > 0.99, hits
     out = subprocess.run(cli, capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 2 and "--start/--end" in out.stderr and "Traceback" not in out.stderr
     with pytest.raises(SearchError, match="0 <= start < end"):

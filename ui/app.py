@@ -20,6 +20,7 @@ if __package__ in (None, ""):  # run as a script by `streamlit run ui/app.py`
 from lift.errors import LiftSearchError  # noqa: E402
 from lift.config import MOTION_WEIGHT  # noqa: E402
 from search import SearchEngine, SearchError, uploads  # noqa: E402
+from search.engine import search_summary  # noqa: E402
 from search.explain import Trajectory, clip_trajectory, compare, project  # noqa: E402
 from ui import helpers as h  # noqa: E402
 from ui.plots import trajectory_figure  # noqa: E402
@@ -44,9 +45,16 @@ def get_engine(index: str) -> SearchEngine:
     return SearchEngine.open(index)
 
 
-@st.cache_resource(show_spinner=False)
-def all_clips(index: str) -> tuple:
-    return tuple(get_engine(index).clips())
+@st.cache_data(show_spinner=False)
+def library_facts(index: str) -> tuple[tuple[float, float], int]:
+    """(the shortest and longest clip, the number of clips): read once (the engine's view is fixed)."""
+    engine = get_engine(index)
+    return engine.length_range(), engine.count()
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def matching(index: str, folder: str | None, text: str, length) -> int:
+    return get_engine(index).count(folder=folder, text=text or None, length=length)
 
 
 @st.cache_data(show_spinner=False, max_entries=4096)
@@ -75,9 +83,9 @@ def roots(engine: SearchEngine) -> list[str]:
 @st.cache_resource(show_spinner=False)
 def search_folders(index: str) -> dict[str, str]:
     """The folders holding indexed videos: {name shown (under its indexed folder): absolute path}."""
-    rts = roots(get_engine(index))
-    return {h.folder_of(c.video_path, rts): str(Path(c.video_path).parent) for c in sorted(all_clips(index),
-                                                                                          key=lambda c: c.video_path)}
+    engine = get_engine(index)
+    rts = roots(engine)
+    return {h.folder_of(str(Path(f) / "x"), rts): f for f in engine.folders()}
 
 
 def clip_label(engine: SearchEngine, clip) -> str:
@@ -126,50 +134,57 @@ def read_query_params(engine: SearchEngine) -> None:
 
 def clip_picker(engine: SearchEngine, index: str, label: str, key: str) -> int | None:
     """Choose st.session_state.query_clip from the library (a list, or a number for huge libraries)."""
-    clips = all_clips(index)
-    ids = [c.clip_id for c in clips]
+    total = library_facts(index)[1]
     current = st.session_state.get("query_clip")
-    if current not in set(ids):
-        current = None
 
     def picked():
         st.session_state.query_clip = st.session_state[key]
 
-    if len(ids) <= PICKER_LIMIT:
+    if total <= PICKER_LIMIT:
+        clips = engine.clip_page(0, PICKER_LIMIT, order="path")
         labels = {c.clip_id: clip_label(engine, c) for c in clips}
+        current = current if current in labels else None
         st.session_state[key] = current
-        st.selectbox(label, ids, index=None, key=key, format_func=lambda i: labels[i], on_change=picked,
+        st.selectbox(label, list(labels), index=None, key=key, format_func=lambda i: labels[i], on_change=picked,
                      placeholder="Choose a clip (or pick one on the Library page)")
     else:
         st.session_state[key] = current
         st.number_input(label, min_value=1, step=1, key=key, on_change=picked, value=None,
                         placeholder="clip number")
     chosen = st.session_state.get("query_clip")
-    return chosen if chosen in set(ids) else None
+    if chosen is None:
+        return None
+    try:
+        engine.clip(chosen)
+    except SearchError:
+        st.warning(f"There is no clip {int(chosen)} in this index.")
+        return None
+    return chosen
 
 
 # ---- pages ----------------------------------------------------------------------------------------
 def library_ui(engine: SearchEngine, index: str) -> None:
     st.header("Library")
-    clips = all_clips(index)
     rts = roots(engine)
-    folders = sorted({h.folder_of(c.video_path, rts) for c in clips})
-    lengths = [c.end_s - c.start_s for c in clips] or [0.0]
+    (lo, hi), total = library_facts(index)
+    shown_folder = search_folders(index)
     c1, c2, c3, c4 = st.columns([2, 2, 3, 1])
     first = dict(on_change=go_first_page, persist_state="session")
-    folder = c1.selectbox("Folder", ["All folders", *folders], key="lib_folder", **first)
-    text = c2.text_input("File name contains", key="lib_text", placeholder="e.g. left", **first)
-    lo, hi = float(min(lengths)), float(max(lengths))
+    folder = c1.selectbox("Folder", ["All folders", *sorted(shown_folder)], key="lib_folder", **first)
+    text = c2.text_input("Path contains", key="lib_text", placeholder="e.g. left", **first)
     duration = None
     if hi - lo > 0.05:
         duration = c3.slider("Clip length (s)", lo, hi, (lo, hi), step=0.1, format="%.1f", key="lib_dur", **first)
     else:
         c3.caption(f"Every clip is {lo:.1f} s long.")
     size = c4.selectbox("Per page", PAGE_SIZES, index=1, key="lib_size", **first)
-    chosen = h.ClipFilter(None if folder == "All folders" else folder, text or "", duration)(clips, rts)
-    st.caption(f"{len(chosen)} of {len(clips)} clips")
-    page_no = st.session_state.get("lib_page", 1)
-    shown, pages = h.page_of(chosen, page_no, size)
+    where = dict(folder=shown_folder.get(folder), text=text.strip() or None,
+                 length=tuple(duration) if duration else None)
+    n = matching(index, **where)
+    st.caption(f"{n} of {total} clips")
+    pages = max(1, -(-n // size))
+    page_no = min(max(1, st.session_state.get("lib_page", 1)), pages)
+    shown = engine.clip_page((page_no - 1) * size, size, order="path", **where)  # this page's clips only
     for row in range(0, len(shown), GRID):
         for col, c in zip(st.columns(GRID), shown[row: row + GRID]):
             with col.container(border=True):
@@ -431,6 +446,7 @@ def index_ui(engine: SearchEngine, index: str) -> None:
         "Backbone": s.get("backbone"),
         "LiFT": f"{lift.get('spec')} · latent d = {lift.get('latent_dim')} · weights {lift.get('hash')}",
         "Descriptor size": s["dim"],
+        "Vector search": search_summary(s["search"]),
         "Sampling": (f"{samp.get('frames_per_clip')} frames per clip; videos up to {samp.get('max_single_s')} s "
                      f"are one clip, longer ones {samp.get('window_s')} s windows every {samp.get('stride_s')} s"),
         "Created": s.get("created_at"),
@@ -463,7 +479,7 @@ def main() -> None:
         st.caption("Time-aware video search with LiFT")
         page = st.radio("Page", PAGES, key="page", bind="query-params", label_visibility="collapsed")
         st.divider()
-        st.caption(f"{h.md(Path(index).name)} · {len(all_clips(index))} clips")
+        st.caption(f"{h.md(Path(index).name)} · {library_facts(index)[1]} clips")
     {"Library": library_ui, "Search": search_ui, "Explain": explain_ui, "Index": index_ui}[page](engine, index)
 
 

@@ -1,10 +1,9 @@
 """Plain helpers of the app, kept out of Streamlit so they are easy to test: checking a clip id the
-browser sends, library filtering, display text. Uploads are checked by search.uploads (shared with the
-HTTP API)."""
+browser sends, display text. Uploads are checked by search.uploads (shared with the HTTP API); filtering
+and paging the library are queries of the search engine (SearchEngine.clip_page / count)."""
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -53,35 +52,6 @@ def display_name(path: str, roots: Sequence[str]) -> str:
 
 def folder_of(path: str, roots: Sequence[str]) -> str:
     return str(Path(display_name(path, roots)).parent)
-
-
-@dataclass(frozen=True)
-class ClipFilter:
-    folder: str | None = None            # a folder_of() value; None: all
-    text: str = ""                       # part of the file name (case-insensitive)
-    duration: tuple[float, float] | None = None  # (min, max) seconds; None: any
-
-    def __call__(self, clips, roots: Sequence[str]) -> list:
-        text = self.text.strip().lower()
-        out = []
-        for c in clips:
-            name = display_name(c.video_path, roots)
-            if self.folder and str(Path(name).parent) != self.folder:
-                continue
-            if text and text not in name.lower():
-                continue
-            length = c.end_s - c.start_s
-            if self.duration and not self.duration[0] - 1e-6 <= length <= self.duration[1] + 1e-6:
-                continue
-            out.append(c)
-        return out
-
-
-def page_of(items: Sequence, page: int, size: int) -> tuple[list, int]:
-    """(the items of 1-based `page`, the number of pages)."""
-    pages = max(1, -(-len(items) // size))
-    page = min(max(1, page), pages)
-    return list(items[(page - 1) * size: page * size]), pages
 
 
 # ---- text ---------------------------------------------------------------------------------------
