@@ -333,17 +333,21 @@ def _resolve_model(idx: IndexDir, sessions, opts: IndexOptions, backbone: Backbo
 def library_sequences(idx: IndexDir, sessions, ready: list[Pending], max_clips: int | None = None,
                       seed: int = 0) -> np.ndarray:
     """The feature sequences (N, T, D) of the library's clips (indexed videos and those about to be), in the
-    order of their feature files; at most `max_clips` of them: then a seeded sample spread over the videos
+    order of their videos' paths (not of their feature files, named by content hash: a re-encoded copy of
+    the same library, whose containers differ in a random id, trains the same LiFT); at most `max_clips` of them: then a seeded sample spread over the videos
     (each video gives an equal share of clips, picked at random within it, or, with more videos than
     clips wanted, that many videos give one clip each). Only the sampled clips are ever held in memory:
     each feature file is read in turn, and the files of unsampled videos are not read at all."""
     with sessions() as s:
-        counts = dict(s.execute(select(Video.features, func.count(Clip.id)).join(Clip).group_by(Video.id)).all())
-    counts = {idx.root / f: n for f, n in counts.items()}
+        rows = s.execute(select(Video.path, Video.features, func.count(Clip.id)).join(Clip).group_by(Video.id))
+        counts, video = {}, {}
+        for path, f, n in rows:
+            counts[idx.root / f], video[idx.root / f] = n, path
     for p in ready:  # not indexed yet: its clips are counted from its file (its header only)
         path = idx.features_path(p.content_hash)
         counts[path] = counts.get(path) or VideoFeatures.count_clips(path)
-    files = sorted(counts)
+        video.setdefault(path, p.file.path)
+    files = sorted(counts, key=lambda f: (video[f], f))
     picks = ({f: None for f in files} if max_clips is None or sum(counts.values()) <= max_clips
              else _spread(files, counts, max_clips, seed))
     out, n = None, 0
