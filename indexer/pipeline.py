@@ -2,7 +2,9 @@
 
 A run is incremental (only new or changed files are decoded; deleted files are removed) and
 resumable (per-video features are cached as they are computed; the database and the vectors are
-written in checkpoints whose order lets `reconcile` repair any crash).
+written in checkpoints whose order lets `reconcile` repair any crash). The stages are the objects of
+indexer/stages.py; `run_index` is the local runner. With ``IndexOptions.ray`` the decode and embed
+stages run on a Ray cluster instead (indexer/ray_runner.py); everything else is the same.
 """
 from __future__ import annotations
 
@@ -10,19 +12,14 @@ import errno
 import logging
 import os
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
-from itertools import groupby
 from pathlib import Path
 
-import cv2
 import numpy as np
-import torch
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import func, select
 from sqlalchemy.exc import DBAPIError
-from tqdm.auto import tqdm
 
-from db import Clip, Failure, Video, delete_videos, get_setting, open_db, set_setting, write_refused
+from db import Clip, Video, get_setting, open_db, set_setting, write_refused
 from lift import LiFT
 from lift.backbones import Backbone, BackboneMismatch, BackboneRecord, load_backbone
 from lift.checkpoint import download_official, load_checkpoint, model_digest
@@ -32,11 +29,10 @@ from lift.files import TEMP_SUFFIX
 from lift.runtime import resolve_device
 from lift.train import fit
 
-from .decode import DecodePool
-from .library import THUMB_HEIGHT, IndexDir, VideoFeatures
+from .library import IndexDir, VideoFeatures
 from .lock import IndexLock
-from .reconcile import reconcile
-from .scan import ScannedFile, content_hash, scan
+from .stages import (DecoderConfig, Describer, Embedder, Pending, Planner, Runner, Writer, failure_reason,
+                     progress_bar, write_checkpoint)
 from .store import StoreError, VectorStore
 from .testpoint import enabled as _test_enabled
 from .testpoint import testpoint
@@ -70,6 +66,7 @@ class IndexReport:
     removed: int = 0
     unchanged: int = 0
     failed: int = 0
+    decoded: int = 0                                 # videos sent to the decoder (features not cached yet)
     clips_added: int = 0
     videos_total: int = 0
     clips_total: int = 0
@@ -77,7 +74,7 @@ class IndexReport:
     read_modes: dict = field(default_factory=dict)   # videos decoded by this run: {"seek": n, "sequential": m}
     vectors: dict = field(default_factory=dict)      # the vector store's upkeep and how it serves searches
     lift: dict = field(default_factory=dict)
-    backbone: dict = field(default_factory=dict)     # name, device, runtime
+    backbone: dict = field(default_factory=dict)     # name, device, runtime (and the Ray cluster's resources)
     failures: list = field(default_factory=list)     # [{"path", "reason"}] of this run
     stages: dict = field(default_factory=dict)  # seconds per stage
     seconds: float = 0.0
@@ -86,30 +83,14 @@ class IndexReport:
         return {**asdict(self), "stages": {k: round(v, 3) for k, v in self.stages.items()}}
 
 
-class Runner:
-    """Times the stages of a run (clip-retrieval style)."""
-
-    def __init__(self, report: IndexReport):
-        self.report = report
-
-    @contextmanager
-    def stage(self, name: str):
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.report.stages[name] = self.report.stages.get(name, 0.0) + time.perf_counter() - start
-
-
 def run_index(roots: list[str | Path], index_dir: str | Path, opts: IndexOptions = IndexOptions()) -> IndexReport:
     idx = IndexDir(index_dir)
     report, started = IndexReport(), time.perf_counter()
-    run = Runner(report)
     try:
         idx.root.mkdir(parents=True, exist_ok=True)
         with IndexLock(idx.root):
             try:
-                _run_locked(roots, idx, opts, report, run)
+                _run_locked(roots, idx, opts, report)
             except (OSError, DBAPIError) as e:
                 if _cannot_write(e, idx):
                     _clean_temp(idx)
@@ -126,42 +107,96 @@ def run_index(roots: list[str | Path], index_dir: str | Path, opts: IndexOptions
     return report
 
 
-def _run_locked(roots, idx: IndexDir, opts: IndexOptions, report: IndexReport, run: Runner) -> None:
+def _run_locked(roots, idx: IndexDir, opts: IndexOptions, report: IndexReport) -> None:
+    run = Runner(report.stages)
     testpoint("start")
     _preflight_model(opts)  # before anything is written
     _clean_temp(idx)
     sessions = open_db(idx.choose_db(opts.db), write=True)
-    device = resolve_device(opts.device)
+    device = resolve_device("auto" if opts.ray else opts.device)  # with Ray: the driver's, for the LiFT
     backbone = _open_backbone(sessions, opts, device)  # refuses other weights or preprocessing, before any work
+    # (with Ray the driver's backbone only proves the record: the actors embed)
     report.backbone = {"name": backbone.name, "device": str(backbone.device), "runtime": backbone.runtime}
     _check_settings(sessions, opts, roots, backbone.record)
-    store = _open_store(idx, sessions, opts)
-    report.repaired = reconcile(sessions, store)
-    if report.repaired["removed_vectors"]:
-        store.commit()
+    writer = Writer(sessions, idx, _open_store(idx, sessions, opts))
+    report.failures = writer.failures
+    report.repaired = writer.repair()
 
-    with run.stage("scan"):
-        pending, gone = _plan_work(sessions, roots, report)
-    _remove_videos(sessions, store, idx, gone)
+    with run.stage("scan"):                                    # 1. plan
+        plan = Planner(sessions, roots)()
+    for k, v in plan.counts.items():
+        setattr(report, k, v)
+    for f, reason in plan.unreadable:
+        writer.fail(f, reason)
+    writer.remove(plan.gone)
 
-    ready = _extract_features(pending, idx, backbone, opts, sessions, run, report)
+    cached, todo = plan.split(idx)                             # 2.-3. decode + embed, features cached
+    report.decoded = len(todo)
+    if opts.ray:  # the same stages on a Ray cluster: the Embedder there is built from this one's record
+        from .ray_runner import extract_features_ray as extract
+    else:
+        extract = extract_features
+    ready = extract(todo, Embedder(backbone, idx), opts, writer, run, report)
 
-    with run.stage("lift"):
-        model, model_hash = _resolve_model(idx, sessions, opts, backbone, ready, report)
-    model = model.to(device)
-    if store.meta.get("lift_hash") != model_hash:
-        store = (_redescribe_all(sessions, idx, model, model_hash, store, run) if len(store)
-                 else store.fresh(model.descriptor_dim, {"lift_hash": model_hash}))
-    _store_new(ready, sessions, idx, store, model, opts, run, report)
+    with run.stage("lift"):                                    # 4. the LiFT: the index's, given, or trained
+        model, model_hash = _resolve_model(idx, sessions, opts, backbone, cached + ready, report, device)
+    describe = Describer(model.to(device))
+    writer.use_lift(describe, model_hash)                      # (re-describes all clips if it changed)
+    writer.add_all(cached + ready, describe, opts.checkpoint_videos, run, opts.progress)  # 5. store
+    report.clips_added, report.failed = writer.clips_added, len(writer.failures)
     with run.stage("store"):
-        report.vectors = store.maintain()  # merges, the approximate index; commits what it changed
-        report.vectors["search"] = store.describe()
+        report.vectors = writer.store.maintain()  # merges, the approximate index; commits what it changed
+        report.vectors["search"] = writer.store.describe()
     with sessions.begin() as s:
         set_setting(s, "updated_at", time.strftime("%Y-%m-%d %H:%M:%S"))
         report.videos_total = s.query(Video).count()
         report.clips_total = s.query(Clip).count()
     _collect_garbage(idx, model_hash)
     testpoint("done")
+
+
+def extract_features(todo: list[Pending], embed: Embedder, opts: IndexOptions, writer: Writer,
+                     run: Runner, report: IndexReport) -> list[Pending]:
+    """The local runner's decode + embed: decoding in ``opts.workers`` processes overlaps the backbone in
+    this one; each video's features are cached as soon as they are made. Returns the videos that have them."""
+    if not todo:
+        return []
+    ready, batch, by_path, t0 = [], [], {p.file.path: p for p in todo}, time.perf_counter()
+    bar = progress_bar(len(todo), opts)
+
+    def flush():
+        run.add(embed([(d, p.content_hash) for d, p in batch]))
+        if not ready:  # start-up included: decoder processes, the first batch of videos
+            run.add({"first features (start-up)": time.perf_counter() - t0})
+        for d, p in batch:
+            report.read_modes[d.read_mode] = report.read_modes.get(d.read_mode, 0) + 1
+            ready.append(p)
+            testpoint("feature-cached")
+        bar.update(len(batch))
+        batch.clear()
+
+    config = DecoderConfig(embed.backbone.preprocess.resize, opts.sampling, opts.timeout_s, _test_enabled("decoder"))
+    with config.pool(opts.workers) as pool:
+        testpoint("decode-start")
+        results = pool.imap([p.file.path for p in todo])
+        while True:
+            with run.stage("decode (waiting)"):
+                decoded = next(results, None)
+            if decoded is None:
+                break
+            p = by_path[decoded.path]
+            run.add({"decode (workers)": decoded.seconds})
+            if reason := failure_reason(decoded):
+                writer.fail(p.file, reason)
+                bar.update(1)
+                continue
+            batch.append((decoded, p))
+            if sum(len(d.frames) for d, _ in batch) >= opts.batch_frames:
+                flush()
+        if batch:
+            flush()
+    bar.close()
+    return ready
 
 
 def _cannot_write(e: Exception, idx: IndexDir) -> bool:
@@ -204,7 +239,8 @@ def _open_backbone(sessions, opts: IndexOptions, device) -> Backbone:
     name = opts.backbone or name or DEFAULT_BACKBONE
     weights = opts.backbone_weights or (recorded.weights_file if recorded and recorded.name == name else None)
     try:
-        return load_backbone(name, device=device, weights=weights, runtime=opts.runtime, expect=recorded)
+        return load_backbone(name, device="cpu" if opts.ray else device, weights=weights,
+                             runtime="torch" if opts.ray else opts.runtime, expect=recorded)
     except BackboneMismatch as e:
         raise IndexSettingsError(
             f"this index's features were made by {recorded.name} with weights {recorded.weights_digest} "
@@ -255,157 +291,9 @@ def _open_store(idx: IndexDir, sessions, opts: IndexOptions) -> VectorStore:
     return store
 
 
-# ---- scan: what is new, changed, gone -----------------------------------------------------------
-@dataclass
-class Pending:
-    file: ScannedFile
-    content_hash: str | None
-    replaces: int | None = None  # id of the database row of an older version of the file
-
-
-def _plan_work(sessions, roots: list, report: IndexReport):
-    """What to do: the scanned files that are new or changed (Pending), and the ids of videos that are
-    gone or changed. Known videos are looked up in batches by path and the gone ones found by streaming
-    the paths: no row object per video, so a rerun on an unchanged library costs a stat and an index
-    lookup per file."""
-    files = scan(roots)
-    roots = {str(Path(r).absolute()) for r in roots}
-    seen = {f.path for f in files}
-    pending, gone, unreadable, touched = [], [], [], []
-    with sessions.begin() as s:
-        for vid, path, root in s.execute(select(Video.id, Video.path, Video.root)).yield_per(10_000):
-            if path not in seen and root in roots:
-                gone.append(vid)
-                report.removed += 1
-        failed = {row.path: row for row in s.execute(select(Failure.id, Failure.path, Failure.size, Failure.mtime))}
-        s.execute(delete(Failure).where(Failure.id.in_([row.id for p, row in failed.items() if p not in seen])))
-        for i in range(0, len(files), 500):
-            batch = files[i:i + 500]
-            known = {row.path: row for row in s.execute(
-                select(Video.id, Video.path, Video.size, Video.mtime, Video.content_hash)
-                .where(Video.path.in_([f.path for f in batch])))}
-            for f in batch:
-                v, bad = known.get(f.path), failed.get(f.path)
-                if v is not None and v.size == f.size and v.mtime == f.mtime:
-                    report.unchanged += 1
-                    continue
-                if bad is not None and bad.size == f.size and bad.mtime == f.mtime:
-                    continue  # failed before and unchanged since: not tried again
-                try:
-                    digest = content_hash(f.path) if f.size > 0 else None
-                except OSError as e:  # unreadable (permissions, I/O error): recorded below, the run goes on
-                    unreadable.append((f, f"unreadable file: {e.strerror}"))
-                    continue
-                if v is not None and digest == v.content_hash:
-                    touched.append({"id": v.id, "size": f.size, "mtime": f.mtime})  # touched, not changed
-                    report.unchanged += 1
-                    continue
-                if v is not None:
-                    gone.append(v.id)
-                    report.changed += 1
-                else:
-                    report.new += 1
-                pending.append(Pending(f, digest, v.id if v else None))
-        if touched:
-            s.execute(update(Video), touched)
-    for f, reason in unreadable:
-        _record_failure(sessions, f, reason, report)
-    return pending, gone
-
-
-def _remove_videos(sessions, store: VectorStore, idx: IndexDir, video_ids: list[int]) -> None:
-    if not video_ids:
-        return
-    with sessions() as s:
-        clip_ids = [c for i in range(0, len(video_ids), 10_000)
-                    for c in s.scalars(select(Clip.id).where(Clip.video_id.in_(video_ids[i:i + 10_000])))]
-    if store.remove(clip_ids):  # vectors first, then rows: a crash in between is repaired
-        store.commit()
-    testpoint("removed-vectors")
-    with sessions.begin() as s:
-        delete_videos(s, video_ids)
-
-
-def _record_failure(sessions, f: ScannedFile, reason: str, report: IndexReport) -> None:
-    log.warning("skipped %s: %s", f.path, reason)
-    report.failed += 1
-    report.failures.append({"path": f.path, "reason": reason})
-    with sessions.begin() as s:
-        row = s.scalar(select(Failure).where(Failure.path == f.path))
-        if row is None:
-            s.add(Failure(path=f.path, size=f.size, mtime=f.mtime, reason=reason))
-        else:
-            row.size, row.mtime, row.reason = f.size, f.mtime, reason
-
-
-# ---- decode + backbone --------------------------------------------------------------------------
-def _thumbs(frames: np.ndarray, frame_indices: np.ndarray, plans) -> np.ndarray:
-    pos = {int(f): i for i, f in enumerate(frame_indices)}
-    out = []
-    for p in plans:
-        img = frames[pos[p.frame_indices[len(p.frame_indices) // 2]]]
-        w = max(1, round(img.shape[1] * THUMB_HEIGHT / img.shape[0]))
-        out.append(cv2.resize(img, (w, THUMB_HEIGHT), interpolation=cv2.INTER_AREA))
-    return np.stack(out)
-
-
-def _extract_features(pending: list[Pending], idx: IndexDir, backbone, opts: IndexOptions,
-                      sessions, run: Runner, report: IndexReport) -> list[Pending]:
-    """Cache each pending video's per-frame features; returns the videos that have them."""
-    ready, todo = [], []
-    for p in pending:
-        if p.content_hash and idx.features_path(p.content_hash).is_file():
-            ready.append(p)
-        else:
-            todo.append(p)
-    if not todo:
-        return ready
-    bar = tqdm(total=len(todo), desc="decode+embed", unit="video", disable=not opts.progress)
-    by_path = {p.file.path: p for p in todo}
-    batch: list = []
-
-    def flush():
-        with run.stage("backbone"):  # one call per video: its features must not depend on which other
-            # videos share the batch (they differ by ~1e-5 otherwise), or a resumed run would differ
-            feats = [backbone.encode_frames(d.frames) for d, _ in batch]
-        with run.stage("cache"):
-            for (decoded, p), f in zip(batch, feats):
-                VideoFeatures(decoded.info, decoded.plans, decoded.frame_indices, f,
-                              _thumbs(decoded.frames, decoded.frame_indices, decoded.plans), decoded.read_mode
-                              ).save(idx.features_path(p.content_hash))
-                report.read_modes[decoded.read_mode] = report.read_modes.get(decoded.read_mode, 0) + 1
-                ready.append(p)
-                testpoint("feature-cached")
-        bar.update(len(batch))
-        batch.clear()
-
-    with DecodePool(workers=opts.workers, timeout_s=opts.timeout_s, short_side=backbone.preprocess.resize,
-                    sampling=opts.sampling, _test_hooks=_test_enabled("decoder")) as pool:
-        testpoint("decode-start")
-        results = pool.imap([p.file.path for p in todo])
-        while True:
-            with run.stage("decode (waiting)"):
-                decoded = next(results, None)
-            if decoded is None:
-                break
-            p = by_path[decoded.path]
-            report.stages["decode (workers)"] = report.stages.get("decode (workers)", 0.0) + decoded.seconds
-            if decoded.error or not decoded.plans:
-                _record_failure(sessions, p.file, decoded.error or "no clips (no frames)", report)
-                bar.update(1)
-                continue
-            batch.append((decoded, p))
-            if sum(len(d.frames) for d, _ in batch) >= opts.batch_frames:
-                flush()
-        if batch:
-            flush()
-    bar.close()
-    return ready
-
-
 # ---- the LiFT model -----------------------------------------------------------------------------
 def _resolve_model(idx: IndexDir, sessions, opts: IndexOptions, backbone: Backbone, ready: list[Pending],
-                   report: IndexReport) -> tuple[LiFT, str]:
+                   report: IndexReport, device) -> tuple[LiFT, str]:
     spec = default_lift(backbone.name) if opts.lift == "auto" else opts.lift
     with sessions() as s:
         current = get_setting(s, "lift")
@@ -424,7 +312,7 @@ def _resolve_model(idx: IndexDir, sessions, opts: IndexOptions, backbone: Backbo
                              "or pass --lift PATH / --lift official")
         log.info("training a LiFT (d=%d) on %d clips of this library", opts.train.latent_dim, len(seqs))
         testpoint("fit-start")
-        model, _ = fit(seqs, tc=replace(opts.train, device=str(resolve_device(opts.device))))
+        model, _ = fit(seqs, tc=replace(opts.train, device=str(device)))
     else:
         model = load_checkpoint(download_official() if spec == "official" else spec)
     model.config.backbone = model.config.backbone or backbone.name
@@ -445,17 +333,21 @@ def _resolve_model(idx: IndexDir, sessions, opts: IndexOptions, backbone: Backbo
 def library_sequences(idx: IndexDir, sessions, ready: list[Pending], max_clips: int | None = None,
                       seed: int = 0) -> np.ndarray:
     """The feature sequences (N, T, D) of the library's clips (indexed videos and those about to be), in the
-    order of their feature files; at most `max_clips` of them: then a seeded sample spread over the videos
+    order of their videos' paths (not of their feature files, named by content hash: a re-encoded copy of
+    the same library, whose containers differ in a random id, trains the same LiFT); at most `max_clips` of them: then a seeded sample spread over the videos
     (each video gives an equal share of clips, picked at random within it, or, with more videos than
     clips wanted, that many videos give one clip each). Only the sampled clips are ever held in memory:
     each feature file is read in turn, and the files of unsampled videos are not read at all."""
     with sessions() as s:
-        counts = dict(s.execute(select(Video.features, func.count(Clip.id)).join(Clip).group_by(Video.id)).all())
-    counts = {idx.root / f: n for f, n in counts.items()}
+        rows = s.execute(select(Video.path, Video.features, func.count(Clip.id)).join(Clip).group_by(Video.id))
+        counts, video = {}, {}
+        for path, f, n in rows:
+            counts[idx.root / f], video[idx.root / f] = n, path
     for p in ready:  # not indexed yet: its clips are counted from its file (its header only)
         path = idx.features_path(p.content_hash)
         counts[path] = counts.get(path) or VideoFeatures.count_clips(path)
-    files = sorted(counts)
+        video.setdefault(path, p.file.path)
+    files = sorted(counts, key=lambda f: (video[f], f))
     picks = ({f: None for f in files} if max_clips is None or sum(counts.values()) <= max_clips
              else _spread(files, counts, max_clips, seed))
     out, n = None, 0
@@ -487,85 +379,8 @@ def _spread(files: list, counts: dict, max_clips: int, seed: int) -> dict:
 
 
 def describe(model: LiFT, seqs: np.ndarray, batch: int = 256) -> np.ndarray:
-    device = model.feature_mean.device
-    out = [model.describe(torch.as_tensor(seqs[i:i + batch], device=device)).cpu().numpy()
-           for i in range(0, len(seqs), batch)]
-    return np.concatenate(out) if out else np.zeros((0, model.descriptor_dim), np.float32)
-
-
-# ---- describe + store ---------------------------------------------------------------------------
-def _store_new(ready: list[Pending], sessions, idx: IndexDir, store: VectorStore, model: LiFT,
-               opts: IndexOptions, run: Runner, report: IndexReport) -> None:
-    bar = tqdm(total=len(ready), desc="describe+store", unit="video", disable=not opts.progress or not ready)
-    for i in range(0, len(ready), opts.checkpoint_videos):
-        chunk = ready[i:i + opts.checkpoint_videos]
-        with run.stage("lift"):
-            items = [(p, VideoFeatures.load(idx.features_path(p.content_hash))) for p in chunk]
-            vectors = describe(model, np.concatenate([vf.clip_sequences() for _, vf in items]))
-        with run.stage("store"):
-            report.clips_added += len(write_checkpoint(sessions, idx, store, items, vectors))
-            store.maintain()  # merges segments, trains the approximate index, as the store's size asks
-        bar.update(len(chunk))
-    bar.close()
-    if not store.committed:
-        store.commit()
-
-
-def write_checkpoint(sessions, idx: IndexDir, store: VectorStore, items: list, vectors: np.ndarray) -> list[int]:
-    """Store new videos: `items` [(Pending, VideoFeatures)] and their clips' descriptors (in order), database
-    first, then the vectors (one new segment). Returns the new clip ids. On a failure to write the vectors
-    (e.g. a full disk) the rows are taken back, so the index stays as it was."""
-    with sessions.begin() as s:  # database first ...
-        # clip ids are never reused (a search engine opened earlier still holds the vectors of
-        # deleted clips under their ids): they continue from the highest ever given out
-        next_id = max(get_setting(s, "next_clip_id", 1), (s.scalar(select(func.max(Clip.id))) or 0) + 1)
-        s.execute(delete(Failure).where(Failure.path.in_([p.file.path for p, _ in items])))
-        videos = [Video(path=p.file.path, root=p.file.root, size=p.file.size, mtime=p.file.mtime,
-                        content_hash=p.content_hash, n_frames=vf.info.n_frames, fps=vf.info.fps,
-                        width=vf.info.width, height=vf.info.height, read_mode=vf.read_mode,
-                        features=str(idx.features_path(p.content_hash).relative_to(idx.root))) for p, vf in items]
-        s.add_all(videos)
-        s.flush()
-        rows = []
-        for v, (_, vf) in zip(videos, items):
-            rows += [{"id": next_id + len(rows) + j, "video_id": v.id, "ordinal": j, "start_s": c.start_s,
-                      "end_s": c.end_s, "frame_indices": list(c.frame_indices)} for j, c in enumerate(vf.plans)]
-        if rows:
-            s.execute(insert(Clip), rows)
-        ids = [r["id"] for r in rows]  # the vectors' order
-        set_setting(s, "next_clip_id", next_id + len(rows))
-    testpoint("db-committed")
-    store.add(ids, vectors)  # ... then the vectors
-    try:
-        store.commit()
-    except BaseException:  # e.g. disk full: take the rows back, so the index stays as it was
-        _undo(store, sessions, [v.id for v in videos])
-        raise
-    return ids
-
-
-def _undo(store: VectorStore, sessions, video_ids: list[int]) -> None:
-    try:
-        store.rollback()
-        with sessions.begin() as s:
-            delete_videos(s, video_ids)
-    except Exception as e:  # reconcile re-queues them at the next run or search
-        log.warning("could not take back %d video rows (%s); the next run repairs it", len(video_ids), e)
-
-
-def _redescribe_all(sessions, idx: IndexDir, model: LiFT, model_hash: str, old: VectorStore, run: Runner):
-    """The LiFT weights changed: recompute every stored clip's descriptor from the cached features, into
-    new segments that replace the old ones at one commit (streamed: one video's clips at a time)."""
-    log.info("LiFT weights changed: re-describing all %d clips from cached features", len(old))
-    store = old.fresh(model.descriptor_dim, {"lift_hash": model_hash})
-    rows = (select(Clip.video_id, Clip.id, Video.features).join(Video).order_by(Clip.video_id, Clip.ordinal))
-    with sessions() as s, run.stage("lift"):
-        for _, clips in groupby(s.execute(rows).yield_per(10_000), key=lambda r: r.video_id):
-            clips = list(clips)
-            vf = VideoFeatures.load(idx.root / clips[0].features)
-            store.add([c.id for c in clips], describe(model, vf.clip_sequences()))
-    store.commit()
-    return store
+    """Descriptors (N, 2d) of clip feature sequences (N, T, D), as the index stores them."""
+    return Describer(model, batch)(seqs)
 
 
 def _collect_garbage(idx: IndexDir, model_hash: str) -> None:

@@ -128,11 +128,13 @@ class Backbone:
         if expect is not None and (diff := expect.differences(self.record)):  # before any export or copy
             raise BackboneMismatch(expect, self.record, diff)
         self.model = fold_batchnorm(model.eval().requires_grad_(False).to(self.device), preprocess.crop)
+        self._mean = torch.tensor(preprocess.mean, device=self.device).view(1, 3, 1, 1)
+        self._std = torch.tensor(preprocess.std, device=self.device).view(1, 3, 1, 1)
         self.dim: int = self.record.feature_dim
         self.amp_dtype: torch.dtype | None = None
         if self.device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
-            self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            self.amp_dtype = choose_amp_dtype(self.pooled, self.probe(), self.device.type)
         elif cpu_bf16:  # opt-in: features within cosine ~0.995 of fp32 (efficientnet-lite0), ~2x less CPU time
             if cpu_bf16_supported():
                 self.amp_dtype = torch.bfloat16
@@ -150,8 +152,6 @@ class Backbone:
                 raise BackboneError(f"backbone {name!r} cannot run in ONNX Runtime (see the warning above); "
                                     f"use runtime 'torch'")
         self.runtime = "onnxruntime" if self._onnx is not None else "torch"
-        self._mean = torch.tensor(preprocess.mean, device=self.device).view(1, 3, 1, 1)
-        self._std = torch.tensor(preprocess.std, device=self.device).view(1, 3, 1, 1)
 
     def __repr__(self) -> str:
         return (f"Backbone({self.name!r}, dim={self.dim}, device={self.device}, runtime={self.runtime}, "
@@ -165,7 +165,10 @@ class Backbone:
         if not frames.flags.writeable:  # e.g. decoder buffers; torch wants writable memory
             frames = frames.copy()
         cfg, (h, w) = self.preprocess, frames.shape[1:3]
-        x = torch.from_numpy(frames).to(self.device, non_blocking=True).permute(0, 3, 1, 2)
+        x = torch.from_numpy(frames)
+        if self.device.type == "cuda":  # uint8 through page-locked memory: an asynchronous copy, 1/4 of float's bytes
+            x = x.pin_memory()
+        x = x.to(self.device, non_blocking=True).permute(0, 3, 1, 2)
         if min(h, w) != cfg.resize:  # decoders usually deliver this size already
             long = int(cfg.resize * max(h, w) / min(h, w))  # truncated, like torchvision Resize(int)
             h, w = (cfg.resize, long) if h <= w else (long, cfg.resize)
@@ -178,19 +181,49 @@ class Backbone:
             x = x.float().div_(255)
         return (x - self._mean) / self._std
 
+    def pooled(self, x: torch.Tensor) -> torch.Tensor:
+        """The model's pooled features of preprocessed frames (N, 3, S, S) -> (N, D), in PyTorch."""
+        return self.model.forward_head(self.model.forward_features(x), pre_logits=True)
+
+    def probe(self, n: int = 8) -> torch.Tensor:
+        """A fixed batch of preprocessed frames (uniform noise pixels) for the checks at load time."""
+        g = torch.Generator().manual_seed(0)
+        pixels = torch.rand(n, 3, self.preprocess.crop, self.preprocess.crop, generator=g).to(self.device)
+        return (pixels - self._mean) / self._std
+
+    def _batches(self, videos: list[np.ndarray], batch_size: int):
+        """Preprocessed frames of all ``videos`` one after another, cut into batches of exactly ``batch_size``
+        frames (the last padded with zeros): (batch_size, 3, S, S) tensors on the device. Every model call has
+        the same shape, so a frame's features never depend on which frames share its batch (checked in
+        tests/test_stages.py: bit-identical on the CPU)."""
+        held, n = [], 0
+        for frames in videos:
+            for i in range(0, len(frames), batch_size):
+                x = self.preprocess_frames(frames[i:i + batch_size])
+                held.append(x)
+                n += len(x)
+                while n >= batch_size:
+                    x = torch.cat(held) if len(held) > 1 else held[0]
+                    yield x[:batch_size]
+                    held, n = [x[batch_size:]], n - batch_size
+        if n:
+            x = torch.cat(held)
+            yield torch.cat([x, x.new_zeros(batch_size - n, *x.shape[1:])])
+
     @torch.inference_mode()
-    def _run(self, frames: np.ndarray, batch_size: int, fn: Callable[[torch.Tensor], torch.Tensor],
-             out_dim: int) -> np.ndarray:
+    def _run(self, videos: list[np.ndarray], batch_size: int, fn: Callable[[torch.Tensor], torch.Tensor],
+             out_dim: int) -> list[np.ndarray]:
         out = []
-        for i in range(0, len(frames), batch_size):
-            x = self.preprocess_frames(frames[i:i + batch_size])
+        for x in self._batches(videos, batch_size):
             # channels_last (NHWC) input: oneDNN then runs the convolutions in NHWC, ~1.6x faster for conv
             # nets on CPU (measured: efficientnet-lite0, 2 cores); the CPU model's weights stay contiguous,
             # so its state_dict can still be saved as it is
             x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
                 out.append(fn(x).float().cpu().numpy())
-        return np.concatenate(out) if out else np.zeros((0, out_dim), dtype=np.float32)
+        lengths = [len(v) for v in videos]
+        rows = np.concatenate(out)[:sum(lengths)] if out else np.zeros((0, out_dim), dtype=np.float32)
+        return np.split(rows, np.cumsum(lengths)[:-1])
 
     @property
     def batch_size(self) -> int:
@@ -200,15 +233,52 @@ class Backbone:
 
     def encode_frames(self, frames: np.ndarray, batch_size: int | None = None) -> np.ndarray:
         """(N, H, W, 3) uint8 RGB frames of any size -> (N, dim) float32 features."""
-        pooled = self._onnx or (lambda x: self.model.forward_head(self.model.forward_features(x), pre_logits=True))
-        return self._run(frames, batch_size or self.batch_size, pooled, self.dim)
+        return self.encode_videos([frames], batch_size)[0]
+
+    def encode_videos(self, videos: list[np.ndarray], batch_size: int | None = None) -> list[np.ndarray]:
+        """Several videos' frames ((N_i, H_i, W_i, 3) uint8 RGB each) -> their (N_i, dim) float32 features,
+        their frames batched together in fixed-shape batches (one model call per ``batch_size`` frames of the
+        lot, not one per video); a video's features are the same as by ``encode_frames`` alone."""
+        return self._run(videos, batch_size or self.batch_size, self._onnx or self.pooled, self.dim)
 
     def classify(self, frames: np.ndarray, batch_size: int | None = None) -> np.ndarray:
         """(N, H, W, 3) uint8 RGB -> (N, num_classes) class probabilities, for models with a head."""
         n_classes = getattr(self.model, "num_classes", 0)
         if not n_classes:
             raise BackboneError(f"backbone {self.name!r} has no classifier head")
-        return self._run(frames, batch_size or self.batch_size, lambda x: self.model(x).softmax(-1), n_classes)
+        return self._run([frames], batch_size or self.batch_size, lambda x: self.model(x).softmax(-1), n_classes)[0]
+
+
+AMP_CANDIDATES = (torch.float16, torch.bfloat16)  # in order of preference: fp16 keeps 10 mantissa bits, bf16 7
+AMP_MIN_COSINE = 0.9995  # per frame, against float32 on the probe; the gpu tests then ask > 0.999 on real frames
+
+
+@torch.inference_mode()
+def choose_amp_dtype(fn: Callable[[torch.Tensor], torch.Tensor], probe: torch.Tensor, device_type: str,
+                     candidates: tuple[torch.dtype, ...] = AMP_CANDIDATES,
+                     min_cosine: float = AMP_MIN_COSINE) -> torch.dtype | None:
+    """The autocast dtype for a backbone, measured: the first of ``candidates`` whose features of ``probe``
+    are finite and within ``min_cosine`` (per frame) of float32's; None (float32) if none is.
+
+    float16 first: for conv nets bfloat16's 7-bit mantissa costs too much (efficientnet-lite0: cosine ~0.995
+    to float32 per frame), float16's 10 bits keep it above 0.999. float16 can overflow (activations beyond
+    65504, seen in some large ViTs): then the features are not finite and bfloat16 is tried."""
+    want = fn(probe).float()
+    for dtype in candidates:
+        try:
+            with torch.autocast(device_type, dtype=dtype):
+                got = fn(probe).float()
+        except RuntimeError as e:  # an op without a kernel for this dtype
+            log.debug("autocast %s failed: %s", dtype, e)
+            continue
+        cos = F.cosine_similarity(got, want, dim=1)
+        if bool(torch.isfinite(got).all()) and float(cos.min()) >= min_cosine:
+            return dtype
+        log.info("autocast %s: per-frame cosine to float32 %.5f (< %g) or not finite", dtype, float(cos.min()),
+                 min_cosine)
+    log.warning("no autocast dtype keeps this backbone's features within cosine %g of float32: it runs in float32",
+                min_cosine)
+    return None
 
 
 def _is_batchnorm(m: nn.Module) -> bool:

@@ -121,13 +121,16 @@ class IndexOptions:
     runtime: str = "auto"           # backbone engine on the CPU: auto (ONNX Runtime), torch, onnxruntime
     workers: int = DECODE_WORKERS
     timeout_s: float = DECODE_TIMEOUT_S
-    batch_frames: int = 128         # frames per backbone call, gathered across videos
+    batch_frames: int = 128         # frames of several videos per embedder call (the backbone runs them in
+                                    # fixed-shape batches of Backbone.batch_size); on Ray: // frames_per_clip videos
     checkpoint_videos: int = 256    # videos per database + vector checkpoint
     ann: str | None = None          # vector search: auto | flat | ivf (ANN_MODES); None: the index's own (auto if new)
     store: StoreConfig = field(default_factory=StoreConfig)
     progress: bool = True
     db: str | None = None           # where a new index keeps its metadata: a SQLAlchemy URL such as
                                     # postgresql://user@host/dbname; None: the SQLite file IDX/index.db
+    ray: str | None = None          # decode + embed on Ray: "auto" (join or start a local cluster) or an address
+    ray_cpus: int | None = None     # CPUs of a local cluster that "auto" starts (None: all of this machine's)
 
 
 MAX_UPLOAD_MB = 200  # largest query video the app and the HTTP API accept

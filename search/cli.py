@@ -82,7 +82,7 @@ def cmd_index(a) -> int:
     opts = IndexOptions(backbone=a.backbone, backbone_weights=a.backbone_weights, lift=a.lift, refit=a.refit,
                         fit_options_given=given, device=a.device, workers=a.workers, timeout_s=a.timeout,
                         sampling=Sampling(window_s=a.window, stride_s=a.stride, max_single_s=a.max_single),
-                        train=train, progress=not a.json, ann=a.ann, db=a.db)
+                        train=train, progress=not a.json, ann=a.ann, db=a.db, ray=a.ray, ray_cpus=a.ray_cpus)
     report = run_index(a.dirs, a.index, opts)
     if a.json:
         print(json.dumps(report.to_dict(), indent=1))
@@ -342,6 +342,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--workers", type=int, default=opts.workers, help="decoder processes (default %(default)s)")
     sp.add_argument("--timeout", type=float, default=DECODE_TIMEOUT_S,
                     help="seconds before a stuck decode is killed (default %(default)s)")
+    sp.add_argument("--ray", nargs="?", const="auto", metavar="auto|ADDRESS",
+                    help='decode and embed on a Ray cluster (pip install "lift-search[ray]"): auto (default when given '
+                         'without a value) joins the cluster running on this machine or starts one; ADDRESS joins that '
+                         'cluster (HOST:6379 or ray://HOST:10001). --workers is then the number of decoder actors; the '
+                         'index folder must be on a filesystem every node sees (docs/cluster.md)')
+    sp.add_argument("--ray-cpus", type=int, help="CPUs of the local cluster that --ray auto starts (default: all)")
     sp.add_argument("--ann", choices=ANN_MODES,
                     help=f"vector search: auto (exact up to {StoreConfig.exact_max} clips, approximate IVF candidates "
                          f"re-scored exactly above), flat (always exact), ivf (always IVF) (default: the index's "

@@ -9,6 +9,8 @@ The labels CSV (UTF-8, one row per video; other columns are ignored):
     group  its chiral group (a pair of opposite actions, e.g. "open_close")
     class  its action, one of the group's two classes (e.g. "open" or "close")
     split  "train" or "test" (used by the probe; retrieval uses every row)
+    scene  optional: the scene the clip was filmed in (any string). With it, retrieval also reports
+           *cross-scene* results, where a query's own scene is left out of its results
 
 Each video contributes its *first clip* (the whole video when it is no longer than the index's
 `max_single` seconds, as every clip of the synthetic benchmark is); further windows of longer videos are
@@ -29,6 +31,11 @@ descriptors. Results that are not labelled first clips (unlabelled videos, later
 A time-blind descriptor (mean pooling; LiFT at motion weight 0) gives its forward and reverse queries
 the same ranking, so for each clip at most one of the two can be right: its "chiral" score, the mean of
 the forward and reverse top-1, is at most 50 %, the chance level of telling an action from its reversal.
+
+With a `scene` column, the same is measured *across scenes*: the query's own scene (itself, its other
+takes and their reversals) is left out of its results, so the top result must be the same action in a
+scene the query never showed (forward), or the opposite action there (reverse). Chance is about one
+over the number of (group, class) pairs.
 """
 from __future__ import annotations
 
@@ -48,6 +55,7 @@ from lift.errors import LiftSearchError
 log = logging.getLogger(__name__)
 
 REQUIRED_COLUMNS = ("video", "group", "class", "split")
+SCENE_COLUMN = "scene"  # optional
 SPLITS = ("train", "test")
 MOTION_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
 MAX_PROBLEMS_SHOWN = 40
@@ -58,6 +66,7 @@ labels CSV: a header row with at least the columns video,group,class,split (othe
   group  chiral group: a pair of opposite actions (exactly two classes per group)
   class  the video's action, one of its group's two classes
   split  train | test  (each group needs train rows of both classes and at least one test row)
+  scene  optional: the clip's scene; retrieval then also reports cross-scene top-1 (own scene left out)
 Each video counts once, by its first clip. `python -m indexer.synth DIR` writes such a CSV.
 """
 
@@ -83,6 +92,7 @@ class Label:
     cls: str
     split: str
     line: int   # line number in the CSV (the header is line 1)
+    scene: str | None = None  # the optional scene column
 
 
 def _norm(path: str | Path) -> str:
@@ -104,9 +114,10 @@ def read_labels(csv_path: str | Path) -> list[Label]:
                 f"missing column(s) {', '.join(missing)}: the header must name {','.join(REQUIRED_COLUMNS)} "
                 f"(found: {','.join(header) or 'no header'})"])
         reader.fieldnames = header
+        columns = REQUIRED_COLUMNS + ((SCENE_COLUMN,) if SCENE_COLUMN in header else ())
         problems, labels, seen = [], [], {}
         for line, row in enumerate(reader, start=2):
-            values = {c: (row.get(c) or "").strip() for c in REQUIRED_COLUMNS}
+            values = {c: (row.get(c) or "").strip() for c in columns}
             if not any(values.values()) and not any((v or "").strip() for v in row.values() if isinstance(v, str)):
                 continue  # a blank line
             empty = [c for c, v in values.items() if not v]
@@ -122,7 +133,7 @@ def read_labels(csv_path: str | Path) -> list[Label]:
                 problems.append(f"line {line}: {values['video']} is listed again (first on line {seen[video]})")
                 continue
             seen[video] = line
-            labels.append(Label(video, values["group"], values["class"], split, line))
+            labels.append(Label(video, values["group"], values["class"], split, line, values.get(SCENE_COLUMN)))
     if problems:
         raise LabelError(str(csv_path), problems)
     if not labels:
@@ -180,6 +191,13 @@ class Benchmark:
     @property
     def split(self) -> np.ndarray:
         return np.array([lab.split for lab in self.labels])
+
+    @property
+    def scene(self) -> np.ndarray | None:
+        """Each clip's scene, or None when the labels CSV has no scene column."""
+        if any(lab.scene is None for lab in self.labels):
+            return None
+        return np.array([lab.scene for lab in self.labels])
 
     def summary(self) -> dict:
         return {"index": str(self.engine.idx.root), "videos": len(self.labels),
@@ -265,6 +283,7 @@ BASELINES = (
     Method("mean", "mean pooling", lambda x: x.mean(1)),
     Method("first_last", "first + last frames", lambda x: np.concatenate([x[:, 0], x[:, -1]], 1)),
     Method("concat", "concatenation (T*D)", lambda x: x.reshape(len(x), -1)),
+    Method("chord", "chord (last - first, frames L2-normalised)", lambda x: l2n(x[:, -1]) - l2n(x[:, 0])),
 )
 
 
@@ -310,12 +329,20 @@ def l2n(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
-def rank_exact(db: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
-    """(N, k) indices into db of each query's best k by inner product, query i's own row excluded.
-    Ties keep database order (a stable sort), so identical queries give identical rankings."""
+def rank_exact(db: np.ndarray, queries: np.ndarray, k: int, scene: np.ndarray | None = None) -> np.ndarray:
+    """(N, k) indices into db of each query's best k by inner product, query i's own row excluded; with
+    `scene` (N,), every row of query i's scene is excluded too (cross-scene search), and k is cut to what
+    the query with the fewest other-scene rows can fill. Ties keep database order (a stable sort), so
+    identical queries give identical rankings."""
     scores = queries @ db.T
     np.fill_diagonal(scores, -np.inf)
-    return np.argsort(-scores, axis=1, kind="stable")[:, :min(k, len(db) - 1)]
+    allowed = len(db) - 1
+    if scene is not None:
+        scene = np.asarray(scene)
+        same = scene[:, None] == scene[None, :]
+        scores[same] = -np.inf
+        allowed = int(len(db) - same.sum(1).max())
+    return np.argsort(-scores, axis=1, kind="stable")[:, :max(0, min(k, allowed))]
 
 
 def retrieval_metrics(fwd: Sequence[Sequence[int]], rev: Sequence[Sequence[int]],
@@ -346,37 +373,47 @@ def retrieval_metrics(fwd: Sequence[Sequence[int]], rev: Sequence[Sequence[int]]
     return out
 
 
-def exact_retrieval(desc: np.ndarray, desc_rev: np.ndarray, group, cls, k: int) -> dict:
-    """Baseline retrieval: cosine similarity; the reverse query is the time-reversed clip's descriptor."""
+def exact_retrieval(desc: np.ndarray, desc_rev: np.ndarray, group, cls, k: int,
+                    scene: np.ndarray | None = None) -> dict:
+    """Baseline retrieval: cosine similarity; the reverse query is the time-reversed clip's descriptor.
+    With `scene`, results from the query's own scene are left out (cross-scene retrieval)."""
     db = l2n(desc)
-    return retrieval_metrics(rank_exact(db, db, k), rank_exact(db, l2n(desc_rev), k), group, cls, k)
+    return retrieval_metrics(rank_exact(db, db, k, scene), rank_exact(db, l2n(desc_rev), k, scene), group, cls, k)
 
 
-def lift_rank(desc: np.ndarray, motion: float, reverse: bool, k: int) -> np.ndarray:
+def lift_rank(desc: np.ndarray, motion: float, reverse: bool, k: int, scene: np.ndarray | None = None) -> np.ndarray:
     """The engine's scoring on [m | dyn] descriptors in numpy: (1 - w) cos(m) + w cos(+/- dyn)."""
     d = desc.shape[1] // 2
     q = np.concatenate([(1 - motion) * desc[:, :d], motion * (-desc[:, d:] if reverse else desc[:, d:])], 1)
-    return rank_exact(desc.astype(np.float64), q.astype(np.float64), k)
+    return rank_exact(desc.astype(np.float64), q.astype(np.float64), k, scene)
 
 
-def lift_retrieval(desc: np.ndarray, group, cls, k: int, motion: float = 0.5) -> dict:
-    return retrieval_metrics(lift_rank(desc, motion, False, k), lift_rank(desc, motion, True, k), group, cls, k)
+def lift_retrieval(desc: np.ndarray, group, cls, k: int, motion: float = 0.5,
+                   scene: np.ndarray | None = None) -> dict:
+    return retrieval_metrics(lift_rank(desc, motion, False, k, scene), lift_rank(desc, motion, True, k, scene),
+                             group, cls, k)
 
 
-def engine_rankings(bench: Benchmark, k: int, motion: float) -> tuple[list[list[int]], list[list[int]]]:
+def engine_rankings(bench: Benchmark, k: int, motion: float,
+                    scene: np.ndarray | None = None) -> tuple[list[list[int]], list[list[int]]]:
     """Each labelled clip's forward and reverse top-k among the labelled clips, via SearchEngine.search_clip
-    (other hits, e.g. unlabelled videos, are skipped; the request grows until k labelled hits come back)."""
+    (other hits, e.g. unlabelled videos, are skipped; the request grows until k labelled hits come back).
+    With `scene` (one per labelled clip), hits from the query's own scene are skipped too."""
     engine = bench.engine
     where = {int(c): i for i, c in enumerate(bench.clip_ids)}
     total = len(engine.store)
     out = ([], [])
-    for cid in bench.clip_ids:
+    for q, cid in enumerate(bench.clip_ids):
+        allowed = len(where) - 1 if scene is None else int((scene != scene[q]).sum())
         for reverse, ranked in ((False, out[0]), (True, out[1])):
             ask = min(total, k + 8)
             while True:
                 hits = engine.search_clip(int(cid), k=ask, reverse=reverse, motion=motion)
-                idx = [where[h.clip_id] for h in hits if h.clip_id in where][:k]
-                if len(idx) >= min(k, len(where) - 1) or ask >= total:
+                idx = [where[h.clip_id] for h in hits if h.clip_id in where]
+                if scene is not None:
+                    idx = [j for j in idx if scene[j] != scene[q]]
+                idx = idx[:k]
+                if len(idx) >= min(k, allowed) or ask >= total:
                     break
                 ask = min(total, ask * 4)
             ranked.append(idx)
@@ -385,26 +422,38 @@ def engine_rankings(bench: Benchmark, k: int, motion: float) -> tuple[list[list[
 
 def run_retrieval(bench: Benchmark, k: int = 5, weights: Sequence[float] = MOTION_WEIGHTS, model=None,
                   which: Sequence[Method] | None = None) -> dict:
-    """Baselines and LiFT's descriptors by exact search, and the engine's motion-weight sweep."""
+    """Baselines and LiFT's descriptors by exact search, and the engine's motion-weight sweep; with a
+    scene column, each also across scenes (the query's own scene left out of its results)."""
     model = model or bench.engine.model
-    g, c = bench.group, bench.cls
+    g, c, scene = bench.group, bench.cls, bench.scene
     rows = []
     flipped = np.ascontiguousarray(bench.seqs[:, ::-1])
     for m in which or methods(model):
         t0 = time.perf_counter()
         desc, desc_rev = m.fn(bench.seqs), m.fn(flipped)
-        rows.append({"key": m.key, "name": m.name, "kind": m.kind, "dims": int(desc.shape[1]),
-                     "search": "exact cosine; reverse query = descriptor of the reversed frames",
-                     **exact_retrieval(desc, desc_rev, g, c, k), "seconds": round(time.perf_counter() - t0, 3)})
+        row = {"key": m.key, "name": m.name, "kind": m.kind, "dims": int(desc.shape[1]),
+               "search": "exact cosine; reverse query = descriptor of the reversed frames",
+               **exact_retrieval(desc, desc_rev, g, c, k)}
+        if scene is not None:
+            row["cross_scene"] = exact_retrieval(desc, desc_rev, g, c, k, scene)
+        rows.append({**row, "seconds": round(time.perf_counter() - t0, 3)})
     sweep = []
     for w in weights:
         t0 = time.perf_counter()
         fwd, rev = engine_rankings(bench, k, w)
-        sweep.append({"motion": float(w), **retrieval_metrics(fwd, rev, g, c, k),
-                      "seconds": round(time.perf_counter() - t0, 3)})
+        row = {"motion": float(w), **retrieval_metrics(fwd, rev, g, c, k)}
+        if scene is not None:
+            row["cross_scene"] = retrieval_metrics(*engine_rankings(bench, k, w, scene), g, c, k)
+        sweep.append({**row, "seconds": round(time.perf_counter() - t0, 3)})
+    n_pairs = len({(a, b) for a, b in zip(g.tolist(), c.tolist())})
     return {"protocol": f"chiral retrieval: each labelled clip queries the others; forward top-1 = same group "
-                        f"and class, reverse top-1 = same group and opposite class; precision@{k}",
-            **bench.summary(), "k": k, "clips": len(bench.labels), "methods": rows, "engine_sweep": sweep}
+                        f"and class, reverse top-1 = same group and opposite class; precision@{k}"
+                        + ("; cross_scene: the same with the query's own scene left out of its results"
+                           if scene is not None else ""),
+            **bench.summary(), "k": k, "clips": len(bench.labels),
+            "scenes": None if scene is None else len(set(scene.tolist())),
+            "cross_scene_chance": None if scene is None else 1 / n_pairs,
+            "methods": rows, "engine_sweep": sweep}
 
 
 # ---- printing ----------------------------------------------------------------------------------
@@ -435,17 +484,25 @@ def format_retrieval(res: dict, per_group: bool = True) -> str:
         return (f"{_pct(r['forward_top1']):>9} {_pct(r['reverse_top1']):>9} {_pct(r['chiral_top1']):>7} "
                 f"{_pct(r['both_top1']):>6} {_pct(r[f'forward_p@{k}']):>8} {_pct(r[f'reverse_p@{k}']):>8}")
 
+    def section(pick) -> list[str]:
+        lines = [f"{'method (exact cosine search)':<36} {'dims':>6} " + head]
+        for m in res["methods"]:
+            lines.append(f"{m['name']:<36} {m['dims']:>6} " + cells(pick(m)))
+        lines += ["", "LiFT via SearchEngine.search_clip, motion-weight sweep:", f"{'motion weight':<43} " + head]
+        for s in res["engine_sweep"]:
+            lines.append(f"{s['motion']:<43} " + cells(pick(s)))
+        if per_group and res["engine_sweep"]:
+            best = max(res["engine_sweep"], key=lambda s: pick(s)["chiral_top1"])
+            lines += ["", f"per group, LiFT engine at motion weight {best['motion']}:", f"{'group':<43} " + head]
+            for gname, r in pick(best)["per_group"].items():
+                lines.append(f"{gname:<43} " + cells(r))
+        return lines
+
     lines = [f"chiral retrieval on {res['index']}: {res['clips']} labelled clips in {res['groups']} groups; "
              f"chiral = mean of fwd and rev top-1 (a time-blind descriptor scores at most 50.0)",
-             f"{'method (exact cosine search)':<36} {'dims':>6} " + head]
-    for m in res["methods"]:
-        lines.append(f"{m['name']:<36} {m['dims']:>6} " + cells(m))
-    lines += ["", "LiFT via SearchEngine.search_clip, motion-weight sweep:", f"{'motion weight':<43} " + head]
-    for s in res["engine_sweep"]:
-        lines.append(f"{s['motion']:<43} " + cells(s))
-    if per_group and res["engine_sweep"]:
-        best = max(res["engine_sweep"], key=lambda s: s["chiral_top1"])
-        lines += ["", f"per group, LiFT engine at motion weight {best['motion']}:", f"{'group':<43} " + head]
-        for gname, r in best["per_group"].items():
-            lines.append(f"{gname:<43} " + cells(r))
+             *section(lambda r: r)]
+    if res.get("scenes") is not None:
+        lines += ["", f"ACROSS SCENES ({res['scenes']} scenes): the query's own scene is left out of its results; "
+                  f"chance about {_pct(res['cross_scene_chance']).strip()} (one of the group x class pairs)",
+                  *section(lambda r: r["cross_scene"])]
     return "\n".join(lines)

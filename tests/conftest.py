@@ -16,7 +16,7 @@ os.environ["LIFT_SEARCH_CACHE"] = tempfile.mkdtemp(prefix="lift-search-test-cach
 from indexer.pipeline import run_index
 from indexer.synth import render_library
 from lift.config import TrainConfig
-from tests.helpers import SMALL_GROUPS, small_options
+from tests.helpers import RAY_TEST_ENV, SMALL_GROUPS, small_options
 from tests.index_driver import Driver
 
 PG_URL = os.environ.get("LIFT_SEARCH_TEST_PG")  # postgresql://user@host:port/dbname, password in PGPASSWORD
@@ -89,3 +89,22 @@ def small_index_pg(small_library, pg_url, tmp_path_factory) -> Path:
     index = tmp_path_factory.mktemp("index_pg") / "idx"
     run_index([library], index, small_options(db=pg_url, train=SMALL_INDEX_TRAIN))
     return index
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One local Ray cluster for the whole test session (2 CPUs: the machine is shared), shut down at the end.
+    This process is connected to it (an in-process `run_index(..., ray=...)` uses it as it is); its address
+    is what a separate driver process joins. Skips where Ray is not installed."""
+    ray = pytest.importorskip("ray")
+    pytest.importorskip("ray.data")
+    import logging
+
+    root = str(Path(__file__).resolve().parent.parent)  # the workers import this checkout's code
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
+    os.environ.update(RAY_TEST_ENV)  # (driver processes started before this one pass it themselves)
+    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
+    try:
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        ray.shutdown()

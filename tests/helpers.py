@@ -18,6 +18,9 @@ from indexer.reconcile import disagreement
 from indexer.store import VectorStore
 from lift.config import IndexOptions, Sampling, TrainConfig
 
+# the test session's local Ray cluster (tests/conftest.py ray_cluster) has no token authentication (Ray >= 2.5x
+# turns it on for clusters that ray.init starts): a driver process joins it with this in its environment
+RAY_TEST_ENV = {"RAY_AUTH_MODE": "disabled"}
 SMALL_GROUPS = ["left_right", "up_down", "towards_away", "open_close"]
 
 

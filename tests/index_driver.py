@@ -115,13 +115,13 @@ class Driver:
     def _send(self, text: str) -> None:
         self.proc.stdin.write(text.encode() + b"\n")
 
-    def start(self, roots, index, points: str = "decoder", opts: dict | None = None) -> dict:
-        """Start one run; returns its handle for `wait`."""
+    def start(self, roots, index, points: str = "decoder", opts: dict | None = None, env: dict | None = None) -> dict:
+        """Start one run (``env``: more environment variables for it); returns its handle for `wait`."""
         self.n += 1
         out, trace = self.work / f"out{self.n}.json", self.work / f"trace{self.n}"
         job = {"roots": [str(r) for r in roots], "index": str(index), "opts": opts or {},
                "out": str(out), "log": str(self.work / f"log{self.n}"),
-               "env": {"LIFT_SEARCH_TEST_POINTS": points, "LIFT_SEARCH_TEST_TRACE": str(trace)}}
+               "env": {**(env or {}), "LIFT_SEARCH_TEST_POINTS": points, "LIFT_SEARCH_TEST_TRACE": str(trace)}}
         self._send(json.dumps(job))
         job["pid"] = self._read()["pid"]
         job["t0"] = __import__("time").monotonic()
@@ -149,8 +149,9 @@ class Driver:
         passed = trace.read_text().split() if trace.exists() else []
         return status, result, passed, seconds
 
-    def run(self, roots, index, kill_at: float | None = None, points: str = "decoder", opts: dict | None = None):
-        return self.wait(self.start(roots, index, points, opts), kill_at)
+    def run(self, roots, index, kill_at: float | None = None, points: str = "decoder", opts: dict | None = None,
+            env: dict | None = None):
+        return self.wait(self.start(roots, index, points, opts, env), kill_at)
 
     def close(self) -> None:
         import subprocess

@@ -259,7 +259,7 @@ def test_non_utf8_names_survive_sqlite_json_and_search(indexed, capsys):
 def test_unreadable_file_is_recorded_not_fatal_in_process(tmp_path, monkeypatch):
     """The planning step's part (hashing), without a decoder: a file that cannot be read is recorded."""
     from db import Failure, open_db
-    from indexer import pipeline
+    from indexer import stages
 
     videos = tmp_path / "v"
     videos.mkdir()
@@ -271,11 +271,13 @@ def test_unreadable_file_is_recorded_not_fatal_in_process(tmp_path, monkeypatch)
             raise PermissionError(13, "Permission denied", path)
         return "h"
 
-    monkeypatch.setattr(pipeline, "content_hash", content_hash)
+    monkeypatch.setattr(stages, "content_hash", content_hash)
     sessions = open_db(tmp_path / "x.db", write=True)
-    report = pipeline.IndexReport()
-    pending, gone = pipeline._plan_work(sessions, [videos], report)
-    assert [p.file.path for p in pending] == [str(videos / "b.mp4")] and not gone
+    plan = stages.Planner(sessions, [videos])()
+    assert [p.file.path for p in plan.pending] == [str(videos / "b.mp4")] and not plan.gone
+    writer = stages.Writer(sessions, None, None)
+    for f, reason in plan.unreadable:
+        writer.fail(f, reason)
     with sessions() as s:
         assert [(f.path, f.reason) for f in s.query(Failure)] == [(str(videos / "a.mp4"),
                                                                   "unreadable file: Permission denied")]

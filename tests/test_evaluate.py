@@ -63,6 +63,18 @@ def test_read_labels_resolves_paths_and_ignores_extra_columns(tmp_path):
     assert [lab.line for lab in labels] == [2, 3]
 
 
+def test_read_labels_scene_column_is_optional_but_filled_when_present(tmp_path):
+    rows = [{"video": "a.mp4", "group": "g", "class": "x", "split": "train", "scene": "kitchen"},
+            {"video": "b.mp4", "group": "g", "class": "y", "split": "test", "scene": "garden"}]
+    labels = ev.read_labels(write_csv(tmp_path / "s.csv", rows, ("video", "group", "class", "split", "scene")))
+    assert [lab.scene for lab in labels] == ["kitchen", "garden"]
+    assert all(lab.scene is None for lab in ev.read_labels(write_csv(tmp_path / "n.csv", rows)))
+    rows[1]["scene"] = " "
+    with pytest.raises(ev.LabelError) as e:
+        ev.read_labels(write_csv(tmp_path / "e.csv", rows, ("video", "group", "class", "split", "scene")))
+    assert "line 3: empty scene" in str(e.value)
+
+
 def test_missing_columns_are_named(tmp_path):
     path = write_csv(tmp_path / "l.csv", [{"video": "a.mp4", "group": "g"}], ("video", "group"))
     with pytest.raises(ev.LabelError) as e:
@@ -134,6 +146,60 @@ def test_retrieval_metrics_on_given_rankings():
     assert res["per_group"]["h"]["forward_top1"] == 0.0
 
 
+def test_rank_exact_across_scenes_never_returns_the_query_scene():
+    rng = np.random.default_rng(0)
+    db = ev.l2n(rng.normal(size=(9, 4)))
+    scene = np.array(["s0", "s0", "s0", "s1", "s1", "s2", "s2", "s2", "s2"])
+    ranked = ev.rank_exact(db, db, k=10, scene=scene)
+    assert ranked.shape == (9, 5)  # k cut to what the largest scene (4 rows) leaves: 9 - 4
+    for i, row in enumerate(ranked):
+        assert not (scene[row] == scene[i]).any()
+        allowed = np.flatnonzero(scene != scene[i])
+        assert row[0] == allowed[np.argmax(db[allowed] @ db[i])]  # the best of the other scenes
+    # without scenes: only the query itself is left out
+    plain = ev.rank_exact(db, db, k=3)
+    assert plain.shape == (9, 3) and all(i not in row for i, row in enumerate(plain))
+
+
+def cross_scene_descriptors(shared_motion: bool, seed: int = 0):
+    """[m | dyn] descriptors of 2 groups x 3 scenes x 2 takes x 2 classes. m: the scene's look (same-scene
+    takes nearly equal). dyn: class b is class a negated; with shared_motion, one direction per group in
+    every scene (an action that reads the same anywhere), else one direction per scene."""
+    rng = np.random.default_rng(seed)
+    arrows = ev.l2n(rng.normal(size=(2, 16)))
+    desc, group, cls, scene = [], [], [], []
+    for g in range(2):
+        for s in range(3):
+            look = ev.l2n(rng.normal(size=16))
+            arrow = arrows[g] if shared_motion else ev.l2n(rng.normal(size=16))
+            for _take in range(2):
+                m = ev.l2n(look + 0.05 * rng.normal(size=16))
+                noise = 0.1 * rng.normal(size=16)
+                for sign, c in ((1, "a"), (-1, "b")):
+                    desc.append(np.concatenate([m, ev.l2n(sign * (arrow + noise))]))
+                    group.append(f"g{g}")
+                    cls.append(c)
+                    scene.append(f"g{g}-s{s}")
+    return np.array(desc), np.array(group), np.array(cls), np.array(scene)
+
+
+def test_cross_scene_retrieval_tells_shared_motion_from_scene_specific_motion():
+    for shared in (True, False):
+        desc, group, cls, scene = cross_scene_descriptors(shared)
+        same = ev.lift_retrieval(desc, group, cls, k=1, motion=0.5)
+        # within a scene both kinds are perfect: the other take is the nearest clip
+        assert same["forward_top1"] == 1.0 and same["reverse_top1"] == 1.0
+        cross = ev.lift_retrieval(desc, group, cls, k=1, motion=1.0, scene=scene)
+        if shared:  # the same action in the other scenes is found, and its reverse is the opposite action
+            assert cross["forward_top1"] == 1.0 and cross["reverse_top1"] == 1.0
+            assert cross["per_group"]["g1"]["both_top1"] == 1.0
+        else:  # directions of unrelated scenes: no better than a coin over the 4 (group, class) pairs
+            assert cross["forward_top1"] <= 0.5 and cross["reverse_top1"] <= 0.5
+    # appearance alone (motion weight 0) is time-blind across scenes as well
+    blind = ev.lift_retrieval(desc, group, cls, k=1, motion=0.0, scene=scene)
+    assert blind["both_top1"] == 0.0
+
+
 def test_mean_pooling_is_time_blind_so_its_reverse_retrieval_is_at_chance():
     seqs, group, cls = moving_blobs()
     flipped = seqs[:, ::-1]
@@ -154,7 +220,11 @@ def test_mean_pooling_is_time_blind_so_its_reverse_retrieval_is_at_chance():
 def test_baseline_dims():
     x = np.zeros((2, 16, 10), np.float32)
     dims = {m.key: m.fn(x).shape[1] for m in ev.BASELINES}
-    assert dims == {"middle": 10, "mean": 10, "first_last": 20, "concat": 160}
+    assert dims == {"middle": 10, "mean": 10, "first_last": 20, "concat": 160, "chord": 10}
+    # the chord is antisymmetric in time: the reversed clip's chord is its negation
+    x = np.random.default_rng(0).normal(size=(3, 16, 10)).astype(np.float32)
+    chord = dict((m.key, m) for m in ev.BASELINES)["chord"].fn
+    np.testing.assert_allclose(chord(x[:, ::-1]), -chord(x), atol=1e-12)
 
 
 def test_lift_scoring_matches_the_engine_formula_and_motion_zero_is_time_blind():
@@ -194,7 +264,7 @@ def test_eval_chiral_cli(small_index, labels_csv, tmp_path, capsys):
     res = json.loads(out.read_text())
     assert (res["videos"], res["groups"], res["train"], res["test"]) == (16, 4, 8, 8)
     rows = {m["key"]: m for m in res["methods"]}
-    assert set(rows) == {"middle", "mean", "first_last", "concat", "lift_raw", "lift_sym"}
+    assert set(rows) == {"middle", "mean", "first_last", "concat", "chord", "lift_raw", "lift_sym"}
     D = res["feature_dim"]
     assert rows["concat"]["dims"] == res["frames_per_clip"] * D and rows["first_last"]["dims"] == 2 * D
     assert rows["lift_sym"]["dims"] == rows["lift_raw"]["dims"] == 128  # the fixture's d = 64
@@ -231,6 +301,41 @@ def test_eval_retrieval_cli_and_engine_agrees_with_numpy(small_index, small_libr
         mine = ev.lift_rank(desc, 0.5, reverse, 3)
         agree = np.mean([a[0] == b[0] for a, b in zip(ranked, mine)])
         assert agree >= 0.9  # float32 ties aside, the same top-1
+
+
+def test_eval_retrieval_across_scenes(small_index, small_library, tmp_path, capsys):
+    """With a scene column the report adds cross-scene results. The small library has one scene per group,
+    so across its scenes (a) nothing is ever right; with each take counted as its own scene (b), the other
+    take of the same scene is what is left, and the engine's cross-scene rankings must equal numpy's."""
+    library, clips = small_library
+    columns = ("video", "group", "class", "split", "scene")
+    rows = library_rows(clips)
+    out = tmp_path / "a.json"
+    assert main(["eval", "retrieval", "--index", str(small_index), "--labels",
+                 str(write_csv(library / "scene_labels.csv", rows, columns)), "-k", "2",
+                 "--motion-weights", "0.5,1", "--json", str(out)]) == 0
+    assert "ACROSS SCENES (4 scenes)" in capsys.readouterr().out
+    res = json.loads(out.read_text())
+    assert res["scenes"] == 4 and res["cross_scene_chance"] == pytest.approx(1 / 8)
+    for r in res["methods"] + res["engine_sweep"]:
+        x = r["cross_scene"]
+        assert x["forward_top1"] == x["reverse_top1"] == x["forward_p@2"] == 0.0  # other scenes: other groups
+        assert set(x["per_group"]) == {c.group for c in clips}
+
+    for r in rows:  # (b): scene = scene and take
+        r["scene"] = f"{r['scene']}-v{'0' if r['split'] == 'train' else '1'}"
+    csv_path = write_csv(library / "take_labels.csv", rows, columns)
+    bench = ev.load_benchmark(small_index, csv_path, need_splits=False)
+    desc = ev.lift_sym(bench.engine.model, bench.seqs)
+    for w in (0.5, 1.0):
+        fwd, rev = ev.engine_rankings(bench, 3, w, bench.scene)
+        for reverse, ranked in ((False, fwd), (True, rev)):
+            mine = ev.lift_rank(desc, w, reverse, 3, bench.scene)
+            assert all(len(a) == 3 and not (bench.scene[a] == bench.scene[i]).any() for i, a in enumerate(ranked))
+            assert np.mean([a[0] == b[0] for a, b in zip(ranked, mine)]) >= 0.9
+    res = ev.run_retrieval(bench, k=3, weights=(1.0,))
+    x = res["engine_sweep"][0]["cross_scene"]
+    assert x == ev.retrieval_metrics(*ev.engine_rankings(bench, 3, 1.0, bench.scene), bench.group, bench.cls, 3)
 
 
 def test_eval_reports_every_bad_row_against_the_index(small_index, small_library, tmp_path, capsys):

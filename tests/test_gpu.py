@@ -54,3 +54,35 @@ def test_a_whole_index_run_on_cuda_gives_the_cpu_run_s_vectors(small_index, smal
     assert not gpu["problems"] and set(cpu["vectors"]) == set(gpu["vectors"]) and gpu["model"] == cpu["model"]
     cos = [float(cpu["vectors"][k] @ gpu["vectors"][k]) / 2 for k in cpu["vectors"]]  # two unit halves
     assert min(cos) > 0.99, min(cos)
+
+
+def test_cuda_picks_float16_for_conv_nets_and_batches_keep_features_independent(frames):
+    """The measured autocast choice on CUDA (float16 for efficientnet-lite0: bfloat16 is ~0.995 per frame), and
+    fixed-shape batches: a video's features are bit for bit the same alone or batched with other videos."""
+    gpu = load_backbone("efficientnet-lite0", device="cuda")
+    assert gpu.amp_dtype is torch.float16
+    a, b, c = frames[:16], frames[16:21], frames[21:48]
+    alone = [gpu.encode_frames(v) for v in (a, b, c)]
+    together = gpu.encode_videos([a, b, c], batch_size=32)
+    shifted = gpu.encode_videos([frames[40:43], a, b, c], batch_size=32)[1:]
+    for x, y, z in zip(alone, gpu.encode_videos([a, b, c]), shifted):
+        np.testing.assert_array_equal(x, y)
+        np.testing.assert_array_equal(x, z)
+    assert [t.shape for t in together] == [(16, 1280), (5, 1280), (27, 1280)]
+
+
+def test_a_ray_index_run_on_cuda_gives_the_local_cuda_run_s_vectors(small_index, small_library, tmp_path):
+    """--ray with --device cuda (a GPU actor, num_gpus=1) against the local CUDA run: the same clips and vectors
+    to 1e-5, so resuming or distributing a GPU run changes nothing."""
+    pytest.importorskip("ray")
+    from indexer.library import IndexDir
+    from indexer.pipeline import run_index
+    from tests.helpers import differences, small_options, snapshot
+
+    library, _ = small_library
+    model = IndexDir(small_index).model_path(snapshot(small_index)["model"])
+    local = run_index([library], tmp_path / "local", small_options(device="cuda", lift=str(model)))
+    ray = run_index([library], tmp_path / "ray", small_options(device="cuda", lift=str(model), ray="auto", ray_cpus=4))
+    assert ray.backbone["ray"]["embedder_gpus"] == 1 and ray.backbone["device"].startswith("cuda")
+    assert differences(snapshot(tmp_path / "local"), snapshot(tmp_path / "ray")) == []
+    assert local.clips_added == ray.clips_added

@@ -68,13 +68,16 @@ def test_forward_and_reverse_queries_find_the_same_scene(built, small_library):
     label = {str(Path(c.path).absolute()): (c.scene, c.cls) for c in clips}
     engine = SearchEngine.open(built)
     fwd = rev = 0
+    misses = []  # (query, forward top-1, reverse top-1) where either is wrong: what a failure shows
     for c in engine.clips():
         scene, cls = label[c.video_path]
         top = label[engine.search_clip(c.clip_id, k=1)[0].video_path]
         opp = label[engine.search_clip(c.clip_id, k=1, reverse=True)[0].video_path]
         fwd += top == (scene, cls)
         rev += opp[0] == scene and opp[1] != cls
-    assert (fwd + rev) / (2 * len(clips)) >= 0.9, (fwd, rev)
+        if top != (scene, cls) or opp[0] != scene or opp[1] == cls:
+            misses.append(((scene, cls), top, opp))
+    assert (fwd + rev) / (2 * len(clips)) >= 0.9, (fwd, rev, misses, engine.status()["lift"])
 
 
 @slow_on_postgresql

@@ -9,8 +9,10 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from db import open_db
-from indexer.library import IndexDir
+from sqlalchemy import select
+
+from db import Video, open_db
+from indexer.library import IndexDir, VideoFeatures
 from indexer.pipeline import library_sequences, run_index
 from lift.config import TrainConfig
 from search import SearchEngine
@@ -140,3 +142,15 @@ def test_status_says_which_index_serves_and_verifies_every_vector_file(small_ind
     assert "search: exact (brute force), 16 vectors" in out and "every vector file checked" in out
     assert main(["search", "--index", str(small_index), "--clip", "1", "--exact", "-k", "3", "--json"]) == 0
     assert len(json.loads(capsys.readouterr().out)) == 3
+
+
+def test_fit_sequences_follow_the_videos_paths_not_their_feature_files(small_index):
+    """A LiFT trained on a library does not depend on its feature files' names (content hashes: a WebM
+    written twice from the same frames differs in a random container id): sequences come in path order."""
+    idx = IndexDir(small_index)
+    sessions = open_db(idx.db)
+    with sessions() as s:
+        videos = sorted(s.execute(select(Video.path, Video.features)).all())
+    assert [f for _, f in videos] != sorted(f for _, f in videos)  # the two orders differ on this library
+    expected = np.concatenate([VideoFeatures.load(idx.root / f).clip_sequences() for _, f in videos])
+    np.testing.assert_array_equal(library_sequences(idx, sessions, []), expected)

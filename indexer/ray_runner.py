@@ -1,0 +1,185 @@
+"""Decode and embed on a Ray cluster: `lift-search index DIR --index IDX --ray [auto|ADDRESS]`.
+
+The stages of indexer/stages.py in a Ray Data stream (install with ``pip install "lift-search[ray]"``):
+
+    from_items(videos to decode)
+      -> DecodeActor  x opts.workers   CPU actors, each with a one-process DecodePool: a file that crashes or
+                                      hangs decord kills that process (recorded as the file's failure, as in a
+                                      local run), never the actor
+      -> EmbedActor   x GPUs, or 1     the backbone (num_gpus=1 per actor on GPU nodes, else a CPU actor);
+                                      caches each video's features in the index folder, which a cluster keeps on
+                                      a shared filesystem, exactly as the local runner does
+      -> the driver                    records failures and collects the ready videos, in input order
+                                      (preserve_order), with a progress bar; then trains or loads the LiFT and
+                                      writes the database and the vectors alone, in the same checkpoints
+
+Ray Data streams with backpressure, so only a few decoded videos are in flight. A lost worker is Ray's to
+handle: its actor is restarted and its task retried (Ray Data's default for actor pools), so it costs time,
+not a video. A killed driver takes its job's actors with it; the next run skips every video whose features
+were cached and every failure recorded, so nothing finished is decoded again.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import time
+from pathlib import Path
+
+import numpy as np
+
+from lift.config import IndexOptions
+from lift.errors import BackboneError, UsageError
+
+from .decode import Decoded
+from .stages import DecoderConfig, Embedder, EmbedderSpec, Pending, Runner, Writer, failure_reason, progress_bar
+from .testpoint import enabled as _test_enabled
+from .testpoint import testpoint
+
+log = logging.getLogger(__name__)
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("lift", "indexer", "db")  # what the workers import
+
+
+def _ray():
+    try:
+        import ray
+        import ray.data
+    except ImportError:
+        raise UsageError('--ray needs Ray Data: pip install "lift-search[ray]"') from None
+    return ray
+
+
+def connect(address: str, num_cpus: int | None = None) -> bool:
+    """Connect this process to a Ray cluster; True if it did (and must disconnect), False if it already was
+    (a session of the caller's: a notebook, the tests). "auto": a cluster running on this machine (`ray start
+    --head`), else a new local one with ``num_cpus`` CPUs (default: all); otherwise the address of a cluster
+    ("ray://HOST:10001" or "HOST:6379"). On a cluster it joins, the workers get this project's packages
+    through the job's runtime_env (py_modules); a local cluster it starts inherits them through PYTHONPATH."""
+    ray = _ray()
+    if ray.is_initialized():
+        return False
+    kw = dict(include_dashboard=False, logging_level=logging.WARNING)
+    shipped = {"py_modules": [str(PROJECT_ROOT / p) for p in PACKAGES]}
+    if address == "auto":
+        try:
+            ray.init(address="auto", runtime_env=shipped, **kw)
+        except ConnectionError:  # none running here: start one, its workers import this checkout's code
+            os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))
+            ray.init(num_cpus=num_cpus or os.cpu_count(), **kw)
+    else:
+        try:
+            ray.init(address=address, runtime_env=shipped, **kw)
+        except ConnectionError as e:
+            raise UsageError(f"cannot join the Ray cluster at {address}: {e}. Is it running and reachable from here? "
+                             "A cluster with token authentication wants its token on this machine too "
+                             "(RAY_AUTH_MODE=token, and RAY_AUTH_TOKEN or ~/.ray/auth_token)") from None
+    return True
+
+
+class DecodeActor:
+    """Ray Data stage: decode one video a call in a one-process DecodePool (crash isolation as in a local run)."""
+
+    def __init__(self, config: DecoderConfig):
+        self.pool = config.pool(workers=1)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        decoded = [next(self.pool.imap([os.fsdecode(path)])) for path in batch["path"]]
+        return {"i": batch["i"], "hash": batch["hash"],
+                "decoded": np.array([pickle.dumps(d, protocol=5) for d in decoded], dtype=object)}
+
+    def __del__(self):
+        self.pool.close()
+
+
+class EmbedActor:
+    """Ray Data stage: the backbone (built from the index's record, so its weights digest is checked), caching
+    each decoded video's features; passes on what the driver needs (failures, timings) but no frames."""
+
+    def __init__(self, spec: EmbedderSpec):
+        self.embed = spec.build()
+        self.where = {"device": str(self.embed.backbone.device), "runtime": self.embed.backbone.runtime}
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        videos: list[Decoded] = [pickle.loads(b) for b in batch["decoded"]]
+        reasons = [failure_reason(d) for d in videos]
+        ok = [(d, digest) for d, digest, r in zip(videos, batch["hash"], reasons) if r is None]
+        timing = self.embed(ok) if ok else {}
+        n = len(videos)
+        return {"i": batch["i"],
+                # a reason may hold a file name that is not UTF-8 (a symlink's target): bytes, not str
+                "error": np.array([(r or "").encode("utf-8", "surrogateescape") for r in reasons], dtype=object),
+                "decode_s": np.array([d.seconds for d in videos]),
+                "backbone_s": np.full(n, timing.get("backbone", 0.0) / n),
+                "cache_s": np.full(n, timing.get("cache", 0.0) / n),
+                "read_mode": np.array([d.read_mode or "" for d in videos]),
+                "device": np.array([self.where["device"]] * n), "runtime": np.array([self.where["runtime"]] * n)}
+
+
+def extract_features_ray(todo: list[Pending], embed: Embedder, opts: IndexOptions, writer: Writer, run: Runner,
+                         report) -> list[Pending]:
+    """Decode and embed ``todo`` on Ray (see the module docstring); returns the videos whose features are
+    cached now, in ``todo``'s order. Failures are recorded by ``writer`` as they arrive. ``embed`` is the
+    driver's Embedder: the actors build theirs from its backbone's record and index folder."""
+    if not todo:
+        return []
+    ray = _ray()
+    with run.stage("ray (connect)"):
+        ours = connect(opts.ray, opts.ray_cpus)
+    try:
+        cpus, gpus = ray.cluster_resources().get("CPU", 0.0), ray.cluster_resources().get("GPU", 0.0)
+        if opts.device.startswith("cuda") and gpus < 1:
+            raise BackboneError(f"--device {opts.device} with --ray: the Ray cluster has no GPU (resources: {cpus:g} CPU)")
+        on_gpu = gpus >= 1 and opts.device != "cpu"
+        embedders = int(gpus) if on_gpu else 1
+        # logical CPUs: the embedders take one each, the decoders share the rest (each decodes in a subprocess
+        # of its own; on a 2-CPU machine two decoders of 0.5 beside one CPU embedder, as a local run has them)
+        decoder_cpus = max(0.1, min(1.0, (cpus - embedders) / opts.workers))
+        report.backbone["ray"] = {"cpus": cpus, "gpus": gpus, "decoders": opts.workers, "decoder_cpus": decoder_cpus,
+                                  "embedders": embedders, "embedder_gpus": 1 if on_gpu else 0}
+        backbone = embed.backbone
+        decoder = DecoderConfig(backbone.preprocess.resize, opts.sampling, opts.timeout_s, _test_enabled("decoder"))
+        import torch
+
+        spec = EmbedderSpec(backbone.record.to_dict(), str(embed.idx.root), "cuda" if on_gpu else "cpu",
+                            opts.runtime, opts.backbone_weights, None if on_gpu else torch.get_num_threads())
+        ctx = ray.data.DataContext.get_current()
+        ctx.execution_options.preserve_order = True  # the local run's order: the same clip ids
+        ctx.enable_progress_bars = False  # the driver's own bar below
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
+
+        items = [{"i": i, "path": os.fsencode(p.file.path), "hash": p.content_hash or ""}
+                 for i, p in enumerate(todo)]
+        ds = (ray.data.from_items(items, override_num_blocks=len(items))
+              .map_batches(DecodeActor, fn_constructor_kwargs={"config": decoder}, batch_size=1,
+                           compute=ray.data.ActorPoolStrategy(size=opts.workers), num_cpus=decoder_cpus)
+              .map_batches(EmbedActor, fn_constructor_kwargs={"spec": spec},
+                           batch_size=max(1, opts.batch_frames // opts.sampling.frames_per_clip),
+                           compute=ray.data.ActorPoolStrategy(size=embedders), num_cpus=1, num_gpus=1 if on_gpu else 0))
+        ready, bar, t0, first = [], progress_bar(len(todo), opts), time.perf_counter(), True
+        testpoint("decode-start")
+        rows = iter(ds.iter_rows())
+        while True:
+            with run.stage("decode+embed (waiting)"):
+                row = next(rows, None)
+            if row is None:
+                break
+            if first:  # start-up included: the actors (imports, the backbone), the first batch of videos
+                run.add({"first features (start-up)": time.perf_counter() - t0})
+                first = False
+            p = todo[row["i"]]
+            run.add({"decode (workers)": row["decode_s"], "backbone": row["backbone_s"], "cache": row["cache_s"]})
+            if row["error"]:
+                writer.fail(p.file, row["error"].decode("utf-8", "surrogateescape"))
+            else:
+                report.backbone.update(device=row["device"], runtime=row["runtime"])
+                report.read_modes[row["read_mode"]] = report.read_modes.get(row["read_mode"], 0) + 1
+                ready.append(p)
+                testpoint("feature-cached")
+            bar.update(1)
+        bar.close()
+        return ready
+    finally:
+        if ours:
+            ray.shutdown()

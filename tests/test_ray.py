@@ -1,0 +1,161 @@
+"""`run_index` with Ray (`--ray`): the same index as the local runner, whatever dies.
+
+One local Ray cluster serves the whole test session (tests/conftest.py `ray_cluster`, 2 CPUs). The default set
+compares a Ray run with a local one on a library of synthetic and corrupt files (one of which segfaults its
+decoder); the slow set SIGKILLs the driver mid-run and runs it again, and kills Ray worker processes (a decoder
+actor and the embedder actor) in the middle of a run. The tests that use the index driver ask for it before the
+cluster, so that its process is started without the cluster's environment, as in a full run where other tests
+started it: each run is given what joining the cluster needs (RAY_TEST_ENV).
+"""
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from indexer.library import IndexDir
+from indexer.pipeline import run_index
+from tests.helpers import RAY_TEST_ENV, differences, make_library, snapshot
+from tests.index_driver import options
+
+GROUPS = ("left_right", "up_down", "open_close")  # 6 good videos (two checkpoints of 3) + 3 bad files
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory) -> Path:
+    return make_library(tmp_path_factory.mktemp("ray") / "videos", groups=GROUPS)
+
+
+@pytest.fixture(scope="module")
+def reference(driver, library, tmp_path_factory) -> dict:
+    """The local runner's index of the library (the index driver's options)."""
+    index = tmp_path_factory.mktemp("ref") / "idx"
+    status, result, _, _ = driver.run([library], index)
+    assert status == "exit 0" and result["ok"], result
+    snap = snapshot(index)
+    assert not snap["problems"] and len(snap["vectors"]) == 6 and len(snap["failures"]) == 3
+    modes = recorded(index)["read_modes"]
+    assert len(modes) == 6 and set(modes.values()) <= {"seek", "sequential"}, modes
+    return {"snapshot": snap, "failures": result["report"]["failures"], "recorded": recorded(index),
+            "read_modes": result["report"]["read_modes"]}
+
+
+def recorded(index: Path) -> dict:
+    """What a run records beside the clips: each video's read mode (seek or sequential) and the backbone record."""
+    from sqlalchemy import select
+
+    from db import Video, get_setting, open_db
+    from indexer.library import IndexDir
+
+    sessions = open_db(IndexDir(index).db)
+    try:
+        with sessions() as s:
+            modes = {Path(p).name: m for p, m in s.execute(select(Video.path, Video.read_mode))}
+            return {"read_modes": modes, "backbone_record": get_setting(s, "backbone_record")}
+    finally:
+        sessions.kw["bind"].dispose()
+
+
+def reasons(failures: list[dict]) -> dict:
+    return {Path(f["path"]).name: f["reason"] for f in failures}
+
+
+def test_ray_gives_the_local_runner_s_index(driver, ray_cluster, library, reference, db_url, tmp_path):
+    """A driver process of its own joins the cluster by its address (so the workers get this checkout's code
+    through the job's runtime_env) with the decoder hook on: x__segfault__.mp4 crashes its decoder. With
+    db_url a PostgreSQL database (`--db`), the driver writes the metadata there: what a cluster's driver does;
+    the index equals the local runner's SQLite one."""
+    index, opts = tmp_path / "idx", {"ray": ray_cluster, "db": db_url}
+    status, result, _, _ = driver.run([library], index, opts=opts, env=RAY_TEST_ENV)
+    assert status == "exit 0" and result["ok"], result
+    report = result["report"]
+    assert IndexDir(index).db.backend == ("sqlite" if db_url is None else "postgresql")
+    assert differences(reference["snapshot"], snapshot(index)) == []  # clips, vectors to 1e-5, failures, LiFT
+    assert recorded(index) == reference["recorded"]  # each video's read mode, the backbone record
+    assert report["read_modes"] == reference["read_modes"] and sum(report["read_modes"].values()) == 6
+    assert reasons(report["failures"]) == reasons(reference["failures"])  # the same reasons, word for word
+    assert reasons(report["failures"])["x__segfault__.mp4"] == "decoder crashed (signal SIGSEGV)"
+    assert report["backbone"]["ray"]["embedders"] == 1 and report["stages"]["backbone"] > 0
+    status, result, _, _ = driver.run([library], index, opts=opts, env=RAY_TEST_ENV)  # nothing new: nothing decoded
+    assert status == "exit 0" and result["report"]["decoded"] == 0 and result["report"]["unchanged"] == 6
+    assert differences(reference["snapshot"], snapshot(index)) == []
+
+
+@pytest.mark.slow
+def test_a_killed_driver_resumes_without_decoding_anything_twice(driver, ray_cluster, library, reference, tmp_path):
+    from db import Failure, open_db
+
+    index, opts = tmp_path / "idx", {"ray": ray_cluster}  # a driver process of its own, joining the cluster
+    status, result, passed, _ = driver.run([library], index, points="decoder,feature-cached=kill@3", opts=opts,
+                                         env=RAY_TEST_ENV)
+    assert status == "signal SIGKILL" and passed[-1] == "feature-cached", (status, passed, result)
+    cached = len(list(IndexDir(index).features.glob("*.npz")))
+    sessions = open_db(IndexDir(index).db)
+    with sessions() as s:
+        failed = s.query(Failure).count()
+    sessions.kw["bind"].dispose()
+    assert cached >= 3
+    status, result, _, _ = driver.run([library], index, opts=opts, env=RAY_TEST_ENV)
+    assert status == "exit 0" and result["ok"], result
+    assert result["report"]["decoded"] == 9 - cached - failed  # what was cached or recorded is not decoded again
+    assert differences(reference["snapshot"], snapshot(index)) == []
+
+
+def processes() -> dict[int, tuple[int, str]]:
+    """pid -> (parent pid, command line) of every process."""
+    out = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            out[int(d.name)] = (ppid, cmd)
+    return out
+
+
+def ray_workers(stage: str) -> list[int]:
+    """Pids of the Ray worker processes of a Ray Data stage (their process title names the class) that are at
+    work: an embedder, or a decoder whose DecodePool process runs (so its tasks are flowing)."""
+    procs = processes()
+    actors = [pid for pid, (_, cmd) in procs.items() if cmd.startswith("ray::") and f"({stage})" in cmd]
+    if "Decode" in stage:
+        actors = [a for a in actors if any(pp == a and "_worker_entry" in cmd for pp, cmd in procs.values())]
+    return actors
+
+
+@pytest.mark.slow
+def test_ray_workers_killed_mid_run_cost_nothing(ray_cluster, library, reference, tmp_path, monkeypatch):
+    """A decoder actor is SIGKILLed as soon as it decodes, the embedder actor once it has cached features: Ray
+    restarts them and retries their tasks; the index is the local runner's, with no failure but the 3 bad files."""
+    monkeypatch.setenv("LIFT_SEARCH_TEST_POINTS", "decoder")
+    index, killed = tmp_path / "idx", []
+
+    def killer():  # a decoder as soon as it decodes, the embedder once it has cached a video's features
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and len(killed) < 2:
+            for stage in ("MapBatches(DecodeActor)", "MapBatches(EmbedActor)"):
+                ready = "Decode" in stage or list((index / "features").glob("*.npz"))
+                if stage not in killed and ready and (pids := ray_workers(stage)):
+                    os.kill(pids[0], signal.SIGKILL)
+                    killed.append(stage)
+            time.sleep(0.02)
+
+    t = threading.Thread(target=killer, daemon=True)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the reference's driver runs (LiFT training differs by ~1e-6 with other counts)
+    try:
+        t.start()
+        report = run_index([library], index, options({"ray": "auto"}))  # this process's Ray session, as it is
+    finally:
+        torch.set_num_threads(threads)
+        t.join()
+    assert killed == ["MapBatches(DecodeActor)", "MapBatches(EmbedActor)"], killed
+    assert differences(reference["snapshot"], snapshot(index)) == []
+    assert reasons(report.failures) == reasons(reference["failures"])

@@ -1,0 +1,67 @@
+"""The stages of indexer/stages.py on their own: fixed-shape backbone batches across videos (a video's features
+do not depend on which videos share its batches), the Embedder's cache, and the measured autocast choice."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from indexer.decode import decode_one
+from indexer.library import IndexDir, VideoFeatures
+from indexer.stages import Embedder
+from lift import load_backbone
+from lift.backbones import choose_amp_dtype
+
+
+@pytest.fixture(scope="module")
+def videos(small_library) -> list:
+    """Four decoded library videos (16 frames each: three at 224 px, one at 240 px, which the backbone's
+    preprocessing resizes)."""
+    library, clips = small_library
+    return [decode_one(c.path, short_side=224 if i < 3 else 240) for i, c in enumerate(clips[:4])]
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "torch"])
+def test_a_video_s_features_do_not_depend_on_its_batch_neighbours(videos, runtime):
+    backbone = load_backbone("efficientnet-lite0", device="cpu", runtime=runtime)
+    frames = [videos[0].frames[:6], videos[1].frames[:5], videos[3].frames[:7]]  # 240 px: resized in preprocessing
+    alone = [backbone.encode_frames(f) for f in frames]  # one video a call, each padded to 8 frames
+    together = backbone.encode_videos(frames)            # 18 frames: batches of 8 across video boundaries
+    shifted = backbone.encode_videos([frames[0][:3], *frames])  # every frame at another place in its batch
+    assert [a.shape for a in together] == [(len(f), 1280) for f in frames]
+    for a, b, c in zip(alone, together, shifted[1:]):
+        np.testing.assert_array_equal(a, b)  # bit for bit: every call has the same shape, rows are independent
+        np.testing.assert_array_equal(a, c)
+    # and not trivially: the features do differ from frame to frame and video to video
+    assert np.abs(alone[0][0] - alone[0][-1]).max() > 1e-2 and np.abs(alone[0][0] - alone[1][0]).max() > 1e-2
+
+
+def test_the_embedder_caches_the_same_features_however_videos_are_grouped(videos, tmp_path):
+    backbone = load_backbone("efficientnet-lite0", device="cpu")
+    one, two = Embedder(backbone, IndexDir(tmp_path / "a")), Embedder(backbone, IndexDir(tmp_path / "b"))
+    videos = videos[2:]  # 2 x 16 frames
+    timing = one([(d, f"v{i}") for i, d in enumerate(videos)])
+    assert set(timing) == {"backbone", "cache"}
+    for i, d in enumerate(videos):
+        two([(d, f"v{i}")])
+    for i, d in enumerate(videos):
+        a = VideoFeatures.load(one.idx.features_path(f"v{i}"))
+        b = VideoFeatures.load(two.idx.features_path(f"v{i}"))
+        np.testing.assert_array_equal(a.feats, b.feats)
+        np.testing.assert_array_equal(a.frame_indices, d.frame_indices)
+        assert a.plans == d.plans and a.thumbs.shape[0] == len(d.plans)
+
+
+def test_the_autocast_dtype_is_chosen_by_measuring_it():
+    """On the CPU (bfloat16 autocast): kept when it is close enough to float32, refused (None: float32) when
+    the bar is above what it reaches; efficientnet-lite0 in bfloat16 is ~0.995 per frame, under 0.999."""
+    backbone = load_backbone("efficientnet-lite0", device="cpu", runtime="torch")
+    probe = backbone.probe(2)
+    with torch.inference_mode():
+        want = backbone.pooled(probe)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            got = backbone.pooled(probe).float()
+    cos = float(torch.nn.functional.cosine_similarity(got, want, dim=1).min())
+    assert 0.9 < cos < 0.9995, cos
+    assert choose_amp_dtype(backbone.pooled, probe, "cpu", (torch.bfloat16,), min_cosine=cos - 1e-4) is torch.bfloat16
+    assert choose_amp_dtype(backbone.pooled, probe, "cpu", (torch.bfloat16,), min_cosine=0.9995) is None
