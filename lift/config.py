@@ -22,6 +22,8 @@ DINO_BACKBONE = "dinov2-vits14-reg"      # the paper's backbone (weights from th
 DECODE_TIMEOUT_S = 120.0                 # a decoder silent this long on one file is killed, the file recorded
 DECODE_WORKERS = 2                       # decoder processes
 LIFT_SPECS = ("auto", "fit", "official")  # or a checkpoint path
+POOLINGS = ("global", "global+cells")    # the features per frame (lift.backbones.POOLINGS says what each is)
+DEFAULT_POOLING = "global"               # global+cells: actions across scenes, 6x the storage (docs/benchmarks.md)
 
 SEARCH_K = 10                            # results per query
 MOTION_WEIGHT = 0.5                      # score = (1 - w) cos(static) + w cos(motion): 0 looks the same ... 1 moves the same
@@ -74,6 +76,7 @@ class TrainConfig:
     anchor: float = 10.0        # weight of the chord anchor, 1 - cos(z_d, chord(x) @ basis); 0: the paper's loss
     max_clips: int = 10_000     # `--lift fit` trains on at most this many clips of the library (a seeded sample
                                 # spread over its videos), so that its memory does not grow with the library
+    motion_pin: float = 0.0     # LiftConfig.motion_pin: z_d += pin sqrt(d) unit(motion target @ basis); 1 across scenes
     device: str = "cpu"
     progress: bool = True
 
@@ -112,6 +115,7 @@ class IndexOptions:
 
     backbone: str | None = None     # None: the index's own backbone, or DEFAULT_BACKBONE for a new index
     backbone_weights: str | None = None  # None: the index's recorded weights file, or the backbone's own weights
+    pooling: str | None = None      # None: the index's own, or DEFAULT_POOLING for a new index
     lift: str = "auto"              # "official", "fit", or a checkpoint path; auto: official for DINOv2, else fit
     refit: bool = False             # train a new LiFT on the library (fit mode) and re-describe all clips
     fit_options_given: tuple = ()   # training options the user set (e.g. ("--anchor",)): warned about if unused

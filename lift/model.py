@@ -5,6 +5,12 @@ pre-norm transformer encoder reads [cls_static, cls_dynamic, x_1..x_T] and summa
 as a static vector z_s and a dynamic vector z_d. The decoder must rebuild every frame from a point on
 the straight line z_t = z_s + t/(T-1) * z_d, which forces z_d to carry the direction of change.
 
+Optionally (LiftConfig.flow_grid > 0) each frame's features end with a coarse spatial map of the frame
+(flow_grid x flow_grid cells of flow_channels each, see lift.backbones: the "cells" pooling). The model
+then reads, per frame, the pooled features plus *feature flow* (FeatureFlow): where each cell's content
+moved between neighbouring frames. Flow says "things move left" in the same words whatever the things
+look like, which the pooled features of an ImageNet backbone do not (docs/benchmarks.md, across scenes).
+
 Parameter names follow the authors' checkpoint (see checkpoint.py), so their weights load as they are.
 """
 from __future__ import annotations
@@ -32,13 +38,47 @@ class LiftConfig:
     backbone: str | None = None  # name given to lift.load_backbone, if known
     feature_norm: bool = False   # standardise input features with stored mean/std
     whiten: bool = False         # describe() whitens [m | dyn] with stored library statistics (calibrate)
+    flow_grid: int = 0           # > 0: each frame ends with a flow_grid^2-cell map of flow_channels-d cells
+    flow_channels: int = 0
+    flow_radius: int = 2         # cells a match may move between neighbouring frames (a square window)
+    flow_temperature: float = 0.1  # of the softmax over cosine similarities of cells
+    motion_pin: float = 0.0      # > 0: z_d also gets motion_pin * sqrt(d) * unit(motion_target @ motion_basis)
     provenance: dict = field(default_factory=dict)  # how the weights were made
+
+    @property
+    def map_dim(self) -> int:
+        """Dims of a frame's spatial map (0 without flow)."""
+        return self.flow_grid ** 2 * self.flow_channels
+
+    @property
+    def global_dim(self) -> int:
+        """Dims of a frame's pooled features: what is standardised and rebuilt."""
+        return self.feature_dim - self.map_dim
+
+    @property
+    def input_dim(self) -> int:
+        """Dims of one frame as the encoder reads it: pooled features, then 2-d flow per cell."""
+        return self.global_dim + 2 * self.flow_grid ** 2
+
+    @property
+    def target_dim(self) -> int:
+        """Dims of LiFT.motion_target: the pooled features' chord, then (with flow) the total flow."""
+        return self.input_dim
 
     def architecture(self) -> dict:
         """The fields that decide what a LiFT with given weights computes (not how it was trained or where
         it came from): with the weights, they name a model (lift.checkpoint.model_digest)."""
-        return {k: getattr(self, k) for k in ("feature_dim", "latent_dim", "n_layers", "n_heads", "max_len",
-                                              "feature_norm", "whiten")}
+        keys = ("feature_dim", "latent_dim", "n_layers", "n_heads", "max_len", "feature_norm", "whiten")
+        if self.flow_grid:  # only then, so that the names of models without flow stay what they were
+            keys += ("flow_grid", "flow_channels", "flow_radius", "flow_temperature")
+        if self.motion_pin:
+            keys += ("motion_pin",)
+        return {k: getattr(self, k) for k in keys}
+
+    def __post_init__(self):
+        if self.flow_grid and (self.flow_channels < 1 or self.global_dim < 1):
+            raise ValueError(f"flow_grid {self.flow_grid} x {self.flow_grid} cells of {self.flow_channels} "
+                             f"channels do not fit in {self.feature_dim}-d frame features")
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -48,6 +88,17 @@ class LiftConfig:
         fields = json.loads(text)
         known = {k: v for k, v in fields.items() if k in cls.__dataclass_fields__}
         return cls(**known)
+
+
+def chord(x: torch.Tensor) -> torch.Tensor:
+    """The net change of each sequence, last frame minus first, of L2-normalised frames: (B, T, D) -> (B, D).
+
+    The decoder's line runs from z_s (t = 0) to z_s + z_d (t = 1), so z_d is the chord of the trajectory.
+    Endpoints, not the least-squares slope: clips hold still, ease and speed up, and the net change is
+    what an action and its reversal swap. Frames are L2-normalised (cosine geometry) so that no scene's
+    brighter features outweigh the rest."""
+    x = F.normalize(x, dim=-1)
+    return x[:, -1] - x[:, 0]
 
 
 def sinusoidal_table(length: int, dim: int) -> torch.Tensor:
@@ -109,13 +160,47 @@ class Stack(nn.Module):
         return x  # no final LayerNorm
 
 
+class FeatureFlow(nn.Module):
+    """Feature flow: where the content of each cell of a frame's map went in the neighbouring frames.
+
+    For frames a, b (maps of G = grid^2 cells, L2-normalised), cell i of a is matched softly to the cells
+    of b within `radius` cells: p_ij = softmax_j(cos(a_i, b_j) / temperature), and its displacement is
+    sum_j p_ij pos_j - pos_i, in cells. A step's flow is antisymmetrised, s(a, b) = (f(a, b) - f(b, a)) / 2,
+    so that the reversed pair gives exactly -s. Frame t gets the mean of the steps into and out of it
+    (zero beyond the ends), so reversing the clip reverses the tokens and negates them, exactly; their sum
+    over the clip is the total displacement. No parameters: (B, T, G * C) -> (B, T, G * 2)."""
+
+    def __init__(self, cfg: LiftConfig):
+        super().__init__()
+        g = cfg.flow_grid
+        yy, xx = torch.meshgrid(torch.arange(g), torch.arange(g), indexing="ij")
+        pos = torch.stack([xx, yy], -1).reshape(g * g, 2).float()                 # (G, 2) in cells
+        near = (pos[:, None] - pos[None]).abs().amax(-1) <= cfg.flow_radius          # (G, G)
+        self.register_buffer("pos", pos, persistent=False)
+        self.register_buffer("window", torch.zeros(g * g, g * g).masked_fill(~near, float("-inf")), persistent=False)
+        self.cells, self.channels, self.temperature = g * g, cfg.flow_channels, cfg.flow_temperature
+
+    def step(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """(..., G, C) unit cells of a and b -> (..., G, 2) where each cell of a went in b."""
+        p = (a @ b.transpose(-1, -2) / self.temperature + self.window).softmax(-1)  # (..., G, G)
+        return p @ self.pos - self.pos
+
+    def forward(self, maps: torch.Tensor) -> torch.Tensor:
+        B, T, _ = maps.shape
+        c = F.normalize(maps.reshape(B, T, self.cells, self.channels), dim=-1)     # (B, T, G, C)
+        a, b = c[:, :-1], c[:, 1:]
+        s = (self.step(a, b) - self.step(b, a)) / 2                                 # (B, T-1, G, 2)
+        pad = s.new_zeros(B, 1, self.cells, 2)
+        return ((torch.cat([pad, s], 1) + torch.cat([s, pad], 1)) / 2).flatten(2)  # (B, T, G * 2)
+
+
 class Encoder(nn.Module):
     def __init__(self, cfg: LiftConfig):
         super().__init__()
         d = cfg.latent_dim
         self.cls_static = nn.Parameter(torch.randn(1, 1, d) * 0.02)
         self.cls_dynamic = nn.Parameter(torch.randn(1, 1, d) * 0.02)
-        self.input_proj = nn.Linear(cfg.feature_dim, d)
+        self.input_proj = nn.Linear(cfg.input_dim, d)
         self.pos_encoder = PositionalEncoding(cfg)
         self.transformer = Stack(cfg)
         self.static_proj = nn.Linear(d, d)
@@ -136,7 +221,7 @@ class Encoder(nn.Module):
 class Decoder(nn.Module):
     def __init__(self, cfg: LiftConfig):
         super().__init__()
-        d, D = cfg.latent_dim, cfg.feature_dim
+        d, D = cfg.latent_dim, cfg.input_dim
         self.model = nn.Sequential(
             nn.Linear(d, 2 * d), nn.LayerNorm(2 * d), nn.GELU(),
             nn.Linear(2 * d, 2 * d), nn.LayerNorm(2 * d), nn.GELU(),
@@ -158,6 +243,8 @@ class LiFT(nn.Module):
 
     `encode` gives the paper's (z_s, z_d); `describe` gives the time-reversal-symmetrised descriptor
     [m | dyn], each half L2-normalised, for which reversing the clip exactly negates `dyn`.
+    With flow (config.flow_grid > 0), the encoder reads [pooled features | feature flow] per frame and the
+    decoder rebuilds both (`inputs`).
     """
 
     def __init__(self, cfg: LiftConfig):
@@ -165,10 +252,14 @@ class LiFT(nn.Module):
         self.config = cfg
         self.encoder = Encoder(cfg)
         self.decoder = Decoder(cfg)
-        D = cfg.feature_dim
+        self.flow = FeatureFlow(cfg) if cfg.flow_grid else None
+        D = cfg.global_dim
         self.register_buffer("feature_mean", torch.zeros(D))
         self.register_buffer("feature_std", torch.ones(D))
-        d = cfg.latent_dim  # descriptor whitening (calibrate); identity until calibrated
+        d = cfg.latent_dim
+        if cfg.motion_pin:  # the pinned motion path's basis (lift.train.fit sets it: the anchor's basis)
+            self.register_buffer("motion_basis", torch.zeros(cfg.target_dim, d))
+        # descriptor whitening (calibrate); identity until calibrated
         self.register_buffer("static_mean", torch.zeros(d))
         self.register_buffer("static_whiten", torch.eye(d))
         self.register_buffer("dynamic_whiten", torch.eye(d))
@@ -177,16 +268,62 @@ class LiFT(nn.Module):
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.feature_mean) / self.feature_std if self.config.feature_norm else x
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """x: (B, T, D) raw features -> z_s (B, d), z_d (B, d), x_hat (B, T, D) in normalised units."""
-        x = self.normalise(x)
-        z_s, z_d = self.encoder(x)
-        return z_s, z_d, self.decoder(z_s, z_d, x.shape[1])
+    def split(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(B, T, D) frame features -> pooled part (B, T, global_dim), spatial map (B, T, map_dim) or None."""
+        g = self.config.global_dim
+        return (x[..., :g], x[..., g:]) if self.flow is not None else (x, None)
 
-    def loss(self, x: torch.Tensor, latents: bool = False):
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, D) frame features -> (B, T, input_dim): the pooled features, then (with flow) each frame's
+        feature flow. The encoder reads this, standardised; it has no parameters, so training computes it
+        once. Reversing a clip reverses its prepared frames and negates their flow: `reverse_prepared`."""
+        pooled, maps = self.split(x)
+        return pooled if maps is None else torch.cat([pooled, self.flow(maps)], -1)
+
+    def reverse_prepared(self, p: torch.Tensor) -> torch.Tensor:
+        """The prepared frames of the time-reversed clip: prepare(x.flip(1)) == reverse_prepared(prepare(x))."""
+        p = p.flip(1)
+        if self.flow is None:
+            return p
+        g = self.config.global_dim
+        return torch.cat([p[..., :g], -p[..., g:]], -1)
+
+    def _standardise(self, p: torch.Tensor) -> torch.Tensor:
+        g = self.config.global_dim
+        return torch.cat([self.normalise(p[..., :g]), p[..., g:]], -1) if self.flow is not None else self.normalise(p)
+
+    def motion_target(self, p: torch.Tensor) -> torch.Tensor:
+        """What a clip measurably does, from its `prepare`d frames p (B, T, input_dim): the chord of the
+        pooled features; with feature flow, [unit chord | unit total flow] (the flow summed over the clip:
+        where each cell's content went). Exactly negated by time reversal. (B, target_dim). lift.train's
+        anchor points z_d at its projection on the library's main directions; `motion_pin` adds that
+        projection to z_d outright, a path with nothing learned, so it works the same on unseen scenes."""
+        g = self.config.global_dim
+        c = chord(p[..., :g])
+        if self.flow is None:
+            return c
+        return torch.cat([F.normalize(c, dim=-1), F.normalize(p[..., g:].sum(1), dim=-1)], -1)
+
+    def _latents(self, p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prepared frames (B, T, input_dim) -> z_s, z_d (B, d) each."""
+        z_s, z_d = self.encoder(self._standardise(p))
+        if self.config.motion_pin:
+            pinned = F.normalize(self.motion_target(p) @ self.motion_basis, dim=-1)
+            z_d = z_d + self.config.motion_pin * math.sqrt(self.config.latent_dim) * pinned
+        return z_s, z_d
+
+    def forward(self, x: torch.Tensor, prepared: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x: (B, T, D) raw features (or `prepare`d ones) -> z_s (B, d), z_d (B, d), x_hat (B, T, input_dim)
+        in standardised units."""
+        p = x if prepared else self.prepare(x)
+        z_s, z_d = self._latents(p)
+        return z_s, z_d, self.decoder(z_s, z_d, p.shape[1])
+
+    def loss(self, x: torch.Tensor, latents: bool = False, prepared: bool = False):
         """Reconstruction MSE + ortho_weight * mean |cos(z_s, z_d)|; with latents=True, (loss, z_s, z_d)."""
-        z_s, z_d, x_hat = self(x)
-        rec = F.mse_loss(x_hat, self.normalise(x))
+        p = x if prepared else self.prepare(x)
+        z_s, z_d, x_hat = self(p, prepared=True)
+        rec = F.mse_loss(x_hat, self._standardise(p))
         ortho = F.cosine_similarity(z_s, z_d, dim=-1).abs().mean()
         loss = rec + self.config.ortho_weight * ortho
         return (loss, z_s, z_d) if latents else loss
@@ -199,14 +336,13 @@ class LiFT(nn.Module):
     @torch.no_grad()
     def encode(self, x) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, T, D) -> z_s (B, d), z_d (B, d): the paper's descriptor parts."""
-        z_s, z_d = self.encoder(self.normalise(_as_tensor(x, self.feature_mean)))
-        return z_s, z_d
+        return self._latents(self.prepare(_as_tensor(x, self.feature_mean)))
 
     @torch.no_grad()
     def reconstruct(self, x) -> torch.Tensor:
-        """(B, T, D) -> x_hat (B, T, D), in the units of the input features."""
+        """(B, T, D) -> x_hat (B, T, global_dim): the pooled features rebuilt from the line, in their units."""
         x = _as_tensor(x, self.feature_mean)
-        x_hat = self(x)[2]
+        x_hat = self(x)[2][..., :self.config.global_dim]
         if self.config.feature_norm:
             x_hat = x_hat * self.feature_std + self.feature_mean
         return x_hat

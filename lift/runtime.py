@@ -40,17 +40,6 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return dev
 
 
-class _Features(nn.Module):
-    """The pooled-feature forward pass as one module, so that it can be exported."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, 3, S, S) -> (N, D)
-        return self.model.forward_head(self.model.forward_features(x), pre_logits=True)
-
-
 def _digest(model: nn.Module, size: int) -> str:
     from .checkpoint import hash_weights
 
@@ -67,16 +56,17 @@ def _export(module: nn.Module, size: int, path: Path) -> None:
                           dynamic_axes={"x": {0: "n"}, "features": {0: "n"}}, dynamo=False)
 
 
-def onnx_features(name: str, model: nn.Module, size: int, cache: Path) -> Callable[[torch.Tensor], torch.Tensor] | None:
-    """An ONNX Runtime function computing ``model``'s pooled features (N, 3, size, size) -> (N, D) on
-    the CPU, or None (after a warning) when this model cannot be run that way."""
+def onnx_features(name: str, module: nn.Module, size: int,
+                  cache: Path) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """An ONNX Runtime function computing the feature module ``module`` (N, 3, size, size) -> (N, D) (e.g.
+    lift.backbones.Pooled) on the CPU, or None (after a warning) when it cannot be run that way."""
     try:
         import onnxruntime as ort
     except ImportError as e:
         log.warning("onnxruntime is not importable (%s): backbone %s runs in PyTorch", e, name)
         return None
-    module = _Features(model).eval()
-    path = cache / f"{name.replace(':', '_').replace('/', '_')}-{size}-{_digest(model, size)}.onnx"
+    module = module.eval()
+    path = cache / f"{name.replace(':', '_').replace('/', '_')}-{size}-{_digest(module, size)}.onnx"
     try:
         if not path.is_file():
             log.info("exporting backbone %s to ONNX (once): %s", name, path)

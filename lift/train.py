@@ -23,53 +23,44 @@ from tqdm.auto import tqdm
 
 from .config import TrainConfig
 from .errors import UsageError
-from .model import LiFT, LiftConfig
+from .model import LiFT, LiftConfig, chord  # noqa: F401 (chord: the anchor's target without flow)
 from .runtime import resolve_device
 
 log = logging.getLogger(__name__)
 
 
-def chord(x: torch.Tensor) -> torch.Tensor:
-    """The net change of each sequence, last frame minus first, of L2-normalised frames: (B, T, D) -> (B, D).
+def anchor_basis(x: torch.Tensor, d: int, target=chord) -> torch.Tensor:
+    """The top-d principal directions (uncentred) of target(x) over sequences x (N, T, D) (by default the
+    chords): (S, d).
 
-    The decoder's line runs from z_s (t = 0) to z_s + z_d (t = 1), so z_d is the chord of the trajectory.
-    Endpoints, not the least-squares slope: clips hold still, ease and speed up, and the net change is
-    what an action and its reversal swap. Frames are L2-normalised (cosine geometry) so that no scene's
-    brighter features outweigh the rest."""
-    x = F.normalize(x, dim=-1)
-    return x[:, -1] - x[:, 0]
-
-
-def anchor_basis(x: torch.Tensor, d: int) -> torch.Tensor:
-    """The top-d principal directions (uncentred) of the chords of sequences x (N, T, D): (D, d).
-
-    Uncentred, because chords flip sign with time reversal: the library's chords are centred on zero
-    once each clip comes with its reversal. Fewer clips than d leave the remaining columns zero."""
-    s = chord(x).double()                                   # (N, D)
-    _, _, vt = torch.linalg.svd(s, full_matrices=False)     # (min(N, D), D)
-    basis = torch.zeros(x.shape[2], d, dtype=x.dtype, device=x.device)
+    Uncentred, because the targets flip sign with time reversal: the library's targets are centred on
+    zero once each clip comes with its reversal. Fewer clips than d leave the remaining columns zero."""
+    s = target(x).double()                                  # (N, S)
+    _, _, vt = torch.linalg.svd(s, full_matrices=False)     # (min(N, S), S)
+    basis = torch.zeros(s.shape[1], d, dtype=x.dtype, device=x.device)
     k = min(d, vt.shape[0])
     basis[:, :k] = vt[:k].T.to(x.dtype)
     return basis
 
 
-def _loss(model: LiFT, x: torch.Tensor, basis: torch.Tensor | None, weight: float) -> torch.Tensor:
-    """The paper's loss, plus weight * (1 - cos(z_d, chord(x) @ basis)) when an anchor basis is given."""
-    if basis is None:
-        return model.loss(x)
-    loss, _, z_d = model.loss(x, latents=True)
-    target = chord(x) @ basis                                # (B, d)
-    return loss + weight * (1 - F.cosine_similarity(z_d, target, dim=-1)).mean()
+def _loss(model: LiFT, p: torch.Tensor, basis: torch.Tensor | None, anchor: float) -> torch.Tensor:
+    """The paper's loss on prepared frames p, plus anchor * (1 - cos(z_d, model.motion_target(p) @ basis))."""
+    loss, _, z_d = model.loss(p, latents=True, prepared=True)
+    if basis is not None and anchor:
+        target = model.motion_target(p) @ basis              # (B, d)
+        loss = loss + anchor * (1 - F.cosine_similarity(z_d, target, dim=-1)).mean()
+    return loss
 
 
 def _epoch_loss(model: LiFT, data: torch.Tensor, tc: TrainConfig, opt=None, gen=None, basis=None) -> float:
-    """One pass over `data` (N, T, D); trains when an optimiser is given. Returns the mean loss."""
+    """One pass over `data` (N, T, input_dim), prepared frames; trains when an optimiser is given. Returns
+    the mean loss."""
     order = torch.randperm(len(data), generator=gen) if opt else torch.arange(len(data))
     total, count = 0.0, 0
     for i in range(0, len(data), tc.batch_size):
-        x = data[order[i:i + tc.batch_size]]                     # (b, T, D)
+        x = data[order[i:i + tc.batch_size]]                     # (b, T, input_dim)
         if tc.reverse_augment:
-            x = torch.cat([x, x.flip(1)])                         # (2b, T, D)
+            x = torch.cat([x, model.reverse_prepared(x)])         # (2b, T, input_dim)
         with torch.set_grad_enabled(opt is not None):
             loss = _loss(model, x, basis, tc.anchor)
         if opt is not None:
@@ -81,12 +72,29 @@ def _epoch_loss(model: LiFT, data: torch.Tensor, tc: TrainConfig, opt=None, gen=
     return total / max(count, 1)
 
 
+def lift_config(feature_dim: int, tc: TrainConfig, cells=None) -> LiftConfig:
+    """lift-search's own LiFT for frames of `feature_dim` dims: the paper's architecture with d =
+    tc.latent_dim, standardised inputs and the pinned motion path (tc.motion_pin); with `cells` (the frames'
+    spatial map, a lift.backbones.CellsSpec), feature flow over them."""
+    flow = dict(flow_grid=cells.grid, flow_channels=cells.channels) if cells is not None else {}
+    return LiftConfig(feature_dim=feature_dim, latent_dim=tc.latent_dim, feature_norm=True,
+                      motion_pin=tc.motion_pin, **flow)
+
+
+@torch.no_grad()
+def prepared(model: LiFT, x: torch.Tensor, batch: int = 64) -> torch.Tensor:
+    """model.prepare over x (N, T, D) in batches: (N, T, input_dim)."""
+    if model.flow is None:
+        return x
+    return torch.cat([model.prepare(x[i:i + batch]) for i in range(0, max(len(x), 1), batch)])
+
+
 def fit(features, cfg: LiftConfig | None = None, tc: TrainConfig = TrainConfig()) -> tuple[LiFT, dict]:
-    """Train a LiFT on `features` (N, T, D). `cfg` None: lift-search's own architecture for this data,
-    the paper's with d = tc.latent_dim and standardised inputs. Returns the best model (eval mode) and a
+    """Train a LiFT on `features` (N, T, D). `cfg` None: lift-search's own architecture for this data
+    (lift_config, without flow). Returns the best model (eval mode) and a
     history dict (losses per epoch; the chord anchor's basis (D, d), or None without the anchor)."""
-    x = torch.as_tensor(np.asarray(features, dtype=np.float32))
-    cfg = cfg or LiftConfig(feature_dim=x.shape[-1], latent_dim=tc.latent_dim, feature_norm=True)
+    x = torch.from_numpy(np.array(features, dtype=np.float32))  # a copy: read-only arrays welcome
+    cfg = cfg or lift_config(x.shape[-1], tc)
     if x.ndim != 3 or x.shape[2] != cfg.feature_dim:
         raise UsageError(f"features must be (N, T, {cfg.feature_dim}); got {tuple(x.shape)}")
     if len(x) < 2:
@@ -99,12 +107,16 @@ def fit(features, cfg: LiftConfig | None = None, tc: TrainConfig = TrainConfig()
     val, train = x[perm[:n_val]].to(device), x[perm[n_val:]].to(device)
 
     model = LiFT(cfg).to(device)
+    # what the encoder reads (with flow: the feature flow, computed once here; it has no parameters)
+    val, train = prepared(model, val), prepared(model, train)
     if cfg.feature_norm:
-        flat = train.reshape(-1, cfg.feature_dim)
+        flat = train[..., :cfg.global_dim].reshape(-1, cfg.global_dim)
         model.feature_mean.copy_(flat.mean(0))
         model.feature_std.copy_(flat.std(0).clamp_min(1e-3))
-    # the anchor's target space: the top-d principal directions of the training clips' chords
-    basis = anchor_basis(train, cfg.latent_dim) if tc.anchor > 0 else None
+    # the anchor's target space: the top-d principal directions of the training clips' motion targets
+    basis = anchor_basis(train, cfg.latent_dim, model.motion_target) if tc.anchor > 0 or cfg.motion_pin else None
+    if cfg.motion_pin:
+        model.motion_basis.copy_(basis)
     opt = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=5)
 

@@ -14,8 +14,9 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from lift.config import (ANN_MODES, API_KEY_ENV, DECODE_TIMEOUT_S, DEFAULT_BACKBONE, MAX_UPLOAD_MB, MOTION_WEIGHT,
-                         OVERLAP_MODES, SEARCH_K, IndexOptions, Sampling, ServeOptions, StoreConfig, TrainConfig)
+from lift.config import (ANN_MODES, API_KEY_ENV, DECODE_TIMEOUT_S, DEFAULT_BACKBONE, DEFAULT_POOLING,
+                         MAX_UPLOAD_MB, MOTION_WEIGHT, OVERLAP_MODES, POOLINGS, SEARCH_K, IndexOptions, Sampling,
+                         ServeOptions, StoreConfig, TrainConfig)
 from lift.errors import IndexNotFoundError, LiftSearchError, UsageError
 
 log = logging.getLogger("lift-search")
@@ -26,6 +27,9 @@ TRAIN_OPTIONS = (
     ("--epochs", "epochs", "max training epochs (early stopping on a held-out split)"),
     ("--anchor", "anchor", "weight of the chord anchor, which ties z_d to the net change of the frames so that "
                            "it reads the same in every scene (0: the paper's loss alone)"),
+    ("--motion-pin", "motion_pin", "weight of the pinned motion path: z_d also gets the frames' measured motion "
+                                   "projected on the library's main directions (helps across scenes: "
+                                   "docs/benchmarks.md, across scenes)"),
     ("--seed", "seed", "seed of the initialisation and the batches"),
     ("--max-clips", "max_clips", "train on at most this many clips of the library (a seeded sample spread over its "
                                  "videos; `index --lift fit` only)"),
@@ -82,7 +86,8 @@ def cmd_index(a) -> int:
     opts = IndexOptions(backbone=a.backbone, backbone_weights=a.backbone_weights, lift=a.lift, refit=a.refit,
                         fit_options_given=given, device=a.device, workers=a.workers, timeout_s=a.timeout,
                         sampling=Sampling(window_s=a.window, stride_s=a.stride, max_single_s=a.max_single),
-                        train=train, progress=not a.json, ann=a.ann, db=a.db, ray=a.ray, ray_cpus=a.ray_cpus)
+                        train=train, progress=not a.json, ann=a.ann, db=a.db, ray=a.ray, ray_cpus=a.ray_cpus,
+                        pooling=a.pooling)
     report = run_index(a.dirs, a.index, opts)
     if a.json:
         print(json.dumps(report.to_dict(), indent=1))
@@ -145,7 +150,8 @@ def cmd_status(a) -> int:
     print(f"frames read by seeking: {rm['seek']} videos; in order: {rm['sequential']} (their seeks land on wrong "
           f"frames)" + (f"; not recorded: {rm['unknown']} (indexed by an older version)" if rm["unknown"] else ""))
     rec = st.get("backbone_record") or {}
-    weights = f"weights {rec['weights_digest']} from {rec['weights_source']}" if rec else "weights not recorded"
+    weights = (f"weights {rec['weights_digest']} from {rec['weights_source']}, pooling {rec.get('pooling', 'global')}"
+               if rec else "weights not recorded")
     print(f"backbone {st['backbone']} ({weights}); LiFT {st['lift']['spec']} (d={st['lift']['latent_dim']}, "
           f"weights {st['lift']['hash']}); sampling {st['sampling']}; updated {st['updated_at']}")
     from search.engine import search_summary
@@ -328,6 +334,11 @@ def build_parser() -> argparse.ArgumentParser:
                                        f"timm:NAME (default: the index's own; {DEFAULT_BACKBONE} for a new index)")
     sp.add_argument("--backbone-weights", help="local weights file for the backbone (default: the index's recorded "
                                                "file, else the backbone's own weights)")
+    sp.add_argument("--pooling", choices=POOLINGS,
+                    help="features per frame: global (the pooled vector) or global+cells (plus a 14 x 14 map of the "
+                         "frame, from which a fitted LiFT computes feature flow, for finding one action across "
+                         "scenes, docs/benchmarks.md; efficientnet-lite0 only; about 6x the feature storage). "
+                         f"Default: the index's own; {DEFAULT_POOLING} for a new index")
     sp.add_argument("--lift", default=opts.lift,
                     help="official | fit | PATH (default %(default)s: official for DINOv2, else fit)")
     sp.add_argument("--refit", action="store_true", help="retrain the library's LiFT and re-describe all clips")

@@ -203,7 +203,8 @@ class Benchmark:
         return {"index": str(self.engine.idx.root), "videos": len(self.labels),
                 "groups": len(set(self.group)), "train": int((self.split == "train").sum()),
                 "test": int((self.split == "test").sum()), "frames_per_clip": int(self.seqs.shape[1]),
-                "feature_dim": int(self.seqs.shape[2]), "backbone": self.engine.settings.get("backbone"),
+                "feature_dim": int(self.seqs.shape[2]), "pooled_dim": int(self.engine.model.config.global_dim),
+                "backbone": self.engine.settings.get("backbone"),
                 "lift": {k: v for k, v in (self.engine.settings.get("lift") or {}).items() if k != "provenance"}}
 
 
@@ -283,13 +284,28 @@ BASELINES = (
     Method("mean", "mean pooling", lambda x: x.mean(1)),
     Method("first_last", "first + last frames", lambda x: np.concatenate([x[:, 0], x[:, -1]], 1)),
     Method("concat", "concatenation (T*D)", lambda x: x.reshape(len(x), -1)),
-    Method("chord", "chord (last - first, frames L2-normalised)", lambda x: l2n(x[:, -1]) - l2n(x[:, 0])),
+    Method("chord", "chord (last - first frame)", lambda x: l2n(x[:, -1]) - l2n(x[:, 0])),
 )
 
 
+def total_flow(model, x: np.ndarray) -> np.ndarray:
+    """The feature flow of `model` (lift.model.FeatureFlow) summed over each clip: where each cell's content
+    went, (N, 2 * cells); no training involved, and exactly negated by time reversal."""
+    import torch
+
+    g = model.config.global_dim
+    with torch.no_grad():
+        return _batched(lambda b: model.prepare(torch.as_tensor(np.array(b, np.float32)))[..., g:].sum(1).numpy(), x)
+
+
 def methods(model) -> list[Method]:
-    """The baselines, then LiFT's two descriptors from `model`."""
-    return [*BASELINES,
+    """The baselines on the frames' pooled features, the total feature flow when `model` computes flow, then
+    LiFT's two descriptors from `model`."""
+    g = model.config.global_dim
+    pooled = [Method(m.key, m.name, (lambda fn: lambda x: fn(x[..., :g]))(m.fn)) for m in BASELINES]
+    if model.flow is not None:
+        pooled.append(Method("flow", "total feature flow (cells)", lambda x: total_flow(model, x)))
+    return [*pooled,
             Method("lift_raw", "LiFT concat(z_s, z_d) (paper)", lambda x: lift_raw(model, x), "lift"),
             Method("lift_sym", "LiFT symmetrised [m | dyn] (ours)", lambda x: lift_sym(model, x), "lift")]
 

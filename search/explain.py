@@ -36,8 +36,12 @@ class Trajectory:
     @classmethod
     def of(cls, features, reconstruction, start_s: float = 0.0, end_s: float | None = None,
            label: str = "") -> "Trajectory":
-        """Frames spread evenly over [start_s, end_s] (over one second without an end)."""
+        """Frames spread evenly over [start_s, end_s] (over one second without an end). Frame features
+        longer than the reconstruction (with "global+cells" pooling: the pooled vector, then a spatial map
+        that LiFT reads as feature flow and does not rebuild) are drawn by their first, pooled, part."""
         x, r = np.asarray(features, np.float64), np.asarray(reconstruction, np.float64)
+        if x.ndim == 2 and r.ndim == 2 and x.shape[1] > r.shape[1]:
+            x = x[:, :r.shape[1]]
         if x.ndim != 2 or x.shape != r.shape or len(x) < 1:
             raise ValueError(f"features and reconstruction must both be (T, D); got {x.shape} and {r.shape}")
         end = start_s + 1.0 if end_s is None else end_s

@@ -120,7 +120,7 @@ def test_onnx_export_is_cached_and_checked(tmp_path, monkeypatch, caplog):
     import lift.runtime as rt
     monkeypatch.setenv("LIFT_SEARCH_CACHE", str(tmp_path))
     torch.manual_seed(0)
-    model = load_backbone("timm:resnet18", device="cpu", pretrained=False).model  # small and quick to export
+    model = load_backbone("timm:resnet18", device="cpu", pretrained=False).features  # small and quick to export
     calls = []
     export = rt._export
     monkeypatch.setattr(rt, "_export", lambda *a: calls.append(a) or export(*a))
@@ -131,9 +131,9 @@ def test_onnx_export_is_cached_and_checked(tmp_path, monkeypatch, caplog):
     assert oct(onnx_file.stat().st_mode)[-3:] == "644" and not list((tmp_path / "onnx").glob("*.tmp"))
     x = torch.randn(3, 3, 64, 64)
     with torch.no_grad():
-        torch.testing.assert_close(second(x), rt._Features(model).eval()(x), rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(second(x), model(x), rtol=1e-4, atol=1e-4)
     # a cached file that does not compute this model (here: another model's weights) is caught and not used
-    other = load_backbone("timm:resnet18", device="cpu", pretrained=False).model
+    other = load_backbone("timm:resnet18", device="cpu", pretrained=False).features
     onnx_file.rename(tmp_path / "onnx" / f"timm_resnet18-64-{rt._digest(other, 64)}.onnx")
     with caplog.at_level("WARNING"):
         assert rt.onnx_features("timm:resnet18", other, 64, tmp_path / "onnx") is None

@@ -266,6 +266,7 @@ def test_eval_chiral_cli(small_index, labels_csv, tmp_path, capsys):
     rows = {m["key"]: m for m in res["methods"]}
     assert set(rows) == {"middle", "mean", "first_last", "concat", "chord", "lift_raw", "lift_sym"}
     D = res["feature_dim"]
+    assert res["pooled_dim"] == D  # "global" pooling: the frame features are all pooled
     assert rows["concat"]["dims"] == res["frames_per_clip"] * D and rows["first_last"]["dims"] == 2 * D
     assert rows["lift_sym"]["dims"] == rows["lift_raw"]["dims"] == 128  # the fixture's d = 64
     assert rows["concat"]["dims"] >= 10 * rows["lift_sym"]["dims"]
