@@ -433,6 +433,8 @@ def main(argv: list[str] | None = None) -> int:
         stream.reconfigure(errors="backslashreplace")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
+    if not args.verbose:  # faiss says at INFO which of its builds it tried ("No module named ...avx2")
+        logging.getLogger("faiss").setLevel(logging.WARNING)
     try:
         return args.fn(args)
     except LiftSearchError as e:  # the user's to fix: one clear line; a bug keeps its traceback
