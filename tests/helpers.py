@@ -223,3 +223,24 @@ def results(at) -> list[tuple[int, int, float]]:
     out = [tuple(m.groups()) for e in at.markdown
            if (m := re.fullmatch(r"\*\*#(\d+)\*\* · clip (\d+) · score \*\*(-?[\d.]+)\*\*", e.value))]
     return sorted((int(r), int(c), float(s)) for r, c, s in out)
+
+
+def index_with_outside_link(root: Path, library: Path, small_index: Path, names: list, suffix: str,
+                            corrupt: tuple = ()) -> Path:
+    """root/idx: an index of root/videos holding copies of the library's first videos under `names` (bytes
+    for a name that is not UTF-8), files of random bytes named `corrupt`, and link<suffix>, a symlink to a
+    video outside the library (root/outside/secret<suffix>). Reuses small_index's LiFT: nothing is trained."""
+    from indexer.pipeline import run_index
+    lib, outside = root / "videos", root / "outside"
+    lib.mkdir()
+    outside.mkdir()
+    src = sorted(library.rglob("*.webm"))
+    for s, name in zip(src, names):
+        shutil.copy(s, os.fsdecode(bytes(lib) + b"/" + name) if isinstance(name, bytes) else lib / name)
+    for name in corrupt:
+        (lib / name).write_bytes(os.urandom(6000))
+    shutil.copy(src[len(names)], outside / f"secret{suffix}")
+    (lib / f"link{suffix}").symlink_to(outside / f"secret{suffix}")
+    model = next((small_index / "models").glob("*.safetensors"))
+    run_index([lib], root / "idx", small_options(lift=str(model)))
+    return root / "idx"

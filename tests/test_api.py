@@ -26,10 +26,9 @@ import httpx
 import numpy as np
 import pytest
 
-from indexer.pipeline import run_index
 from search import SearchEngine, SearchError, UnreadableVideoError, uploads
 from search.cli import main
-from tests.helpers import good_videos, make_library, record, small_options
+from tests.helpers import good_videos, index_with_outside_link, make_library, record
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "k" * 8 + "-test-key-0123456789"
@@ -279,18 +278,8 @@ def odd_index(small_library, small_index, tmp_path_factory) -> Path:
     """An index of a good video, one with a non-UTF-8 name, and a symlink to a video outside the
     library; reuses small_index's LiFT weights (nothing is trained)."""
     library, _ = small_library
-    root = tmp_path_factory.mktemp("odd")
-    lib, outside = root / "videos", root / "outside"
-    lib.mkdir()
-    outside.mkdir()
-    src = sorted(library.rglob("*.webm"))
-    shutil.copy(src[0], lib / "good.webm")
-    shutil.copy(src[1], os.fsdecode(bytes(lib) + b"/caf\xe9.webm"))
-    shutil.copy(src[2], outside / "secret.webm")
-    (lib / "link.webm").symlink_to(outside / "secret.webm")
-    model = next((small_index / "models").glob("*.safetensors"))
-    run_index([lib], root / "idx", small_options(lift=str(model)))
-    return root / "idx"
+    return index_with_outside_link(tmp_path_factory.mktemp("odd"), library, small_index,
+                                   ["good.webm", b"caf\xe9.webm"], ".webm")
 
 
 def test_paths_are_refused(server):

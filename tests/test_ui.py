@@ -3,16 +3,13 @@ each page, the opposite-action toggle, uploads, the failures panel, and that not
 (query parameters, upload names) and no symlink inside the library reaches a file outside it."""
 from __future__ import annotations
 
-import os
 import re
-import shutil
 from pathlib import Path
 
 import pytest
 
-from indexer.pipeline import run_index
 from search import SearchEngine, SearchError
-from tests.helpers import APP, APP_TIMEOUT, app, no_crash, plain, results, shown, small_options
+from tests.helpers import APP, APP_TIMEOUT, app, index_with_outside_link, no_crash, plain, results, shown
 from ui import helpers as h
 
 
@@ -26,19 +23,9 @@ def odd_index(small_library, small_index, tmp_path_factory) -> tuple[Path, Path]
     """(index, library) of two good videos, a corrupt .mp4 and a symlink to a video outside the library;
     reuses small_index's LiFT weights, so nothing is trained."""
     library, _ = small_library
-    root = tmp_path_factory.mktemp("odd")
-    lib, outside = root / "videos", root / "outside"
-    lib.mkdir()
-    outside.mkdir()
-    src = sorted(library.rglob("*.webm"))
-    shutil.copy(src[0], lib / "good_a.mp4")
-    shutil.copy(src[1], lib / "good_b.mp4")
-    (lib / "broken.mp4").write_bytes(os.urandom(6000))
-    shutil.copy(src[2], outside / "secret.mp4")
-    (lib / "link.mp4").symlink_to(outside / "secret.mp4")
-    model = next((small_index / "models").glob("*.safetensors"))
-    run_index([lib], root / "idx", small_options(lift=str(model)))
-    return root / "idx", lib
+    index = index_with_outside_link(tmp_path_factory.mktemp("odd"), library, small_index,
+                                    ["good_a.mp4", "good_b.mp4"], ".mp4", corrupt=("broken.mp4",))
+    return index, index.parent / "videos"
 
 
 # ---- pages ----------------------------------------------------------------------------------------
