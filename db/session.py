@@ -173,6 +173,40 @@ def delete_videos(session: Session, video_ids) -> None:
         session.execute(delete(Video).where(Video.id.in_(part)))
 
 
+# the driver's mark of a positional parameter, by DB-API paramstyle (SQLite: qmark; psycopg, pymysql: (py)format)
+_MARKS = {"qmark": "?", "format": "%s", "pyformat": "%s"}
+
+
+def clip_rows(bind: Engine, ids) -> dict[int, tuple[int, str, float, float]]:
+    """{clip id: (id, video path, start_s, end_s)} of these clips; ids without a row are left out.
+
+    Every search runs this on its candidates, so it runs on the driver's own cursor: SQLAlchemy's statement
+    machinery took three times the query itself (0.70 against 0.24 ms for 41 clips of 1M, SQLite); a dialect
+    whose paramstyle is not in _MARKS gets the same query through SQLAlchemy."""
+    from .schema import Clip, Video, from_db_text
+
+    ids = [int(i) for i in ids]
+    mark = _MARKS.get(bind.dialect.paramstyle)
+    out = {}
+    with bind.connect() as c:
+        for i in range(0, len(ids), 10_000):  # (one IN list per 10,000: SQLite limits bound parameters)
+            part = ids[i:i + 10_000]
+            if mark is None:
+                rows = c.execute(select(Clip.id, Video.path, Clip.start_s, Clip.end_s).join(Video, Clip.video_id == Video.id)
+                                 .where(Clip.id.in_(part))).all()
+            else:
+                cur = c.connection.dbapi_connection.cursor()
+                try:
+                    cur.execute(f"SELECT c.id, v.path, c.start_s, c.end_s FROM {Clip.__tablename__} c JOIN "
+                                f"{Video.__tablename__} v ON c.video_id = v.id WHERE c.id IN ({', '.join([mark] * len(part))})",
+                                part)
+                    rows = [(r[0], from_db_text(r[1]), r[2], r[3]) for r in cur.fetchall()]
+                finally:
+                    cur.close()
+            out.update((r[0], tuple(r)) for r in rows)
+    return out
+
+
 def get_setting(session: Session, key: str, default=None):
     row = session.get(Setting, key)
     return default if row is None else row.value

@@ -344,8 +344,8 @@ class VectorStore:
 
     def _drop_pages(self) -> None:
         for seg in self.segments:
-            if seg.files:
-                seg.files[0].drop_pages()
+            for f in seg.files:  # vectors and ids; IVF codes (read once, into the searchable index)
+                f.drop_pages()
 
     def _search(self, q: np.ndarray, k: int, allowed: np.ndarray | None, exact: bool):
         if allowed is not None and self._ann is not None and len(allowed) <= self.config.exact_max:
@@ -403,6 +403,7 @@ class VectorStore:
             if self._ann_index is None:
                 parts = ((s.codes[s.alive()], s.ids[s.alive()]) for s in self.segments if s.codes is not None)
                 self._ann_index = ann.searchable(self._ann["template"], parts, self._ann["params"])
+                self._drop_pages()  # (the codes are in the index now: their file's pages need not stay mapped)
             return self._ann_index
 
     def load_ann(self) -> None:

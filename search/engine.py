@@ -22,7 +22,7 @@ from sqlalchemy import and_, func, or_, select
 from sqlalchemy.exc import DBAPIError
 
 from db import Clip as ClipRow
-from db import Failure, MetadataDbError, Video, all_settings, has_column, open_db
+from db import Failure, MetadataDbError, Video, all_settings, clip_rows, has_column, open_db
 from db.schema import bytes_form
 from indexer.decode import READ_MODES
 from indexer.library import IndexDir, VideoFeatures
@@ -36,7 +36,6 @@ from lift.files import SAFETENSORS_META_KEY, safetensors_metadata
 
 log = logging.getLogger(__name__)
 _EPS = 1e-6  # seconds: windows that only touch do not overlap
-_CLIP_ROWS = select(ClipRow.id, Video.path, ClipRow.start_s, ClipRow.end_s).join(Video, ClipRow.video_id == Video.id)
 
 
 class SearchError(LiftSearchError, ValueError):
@@ -237,9 +236,8 @@ class SearchEngine:
         return self.store.vectors([int(clip_id)])[0]
 
     def clip(self, clip_id: int) -> Clip:
-        with self._db.connect() as c:
-            row = c.execute(_CLIP_ROWS.where(ClipRow.id == int(clip_id))).one_or_none()
-        if row is None or row.id in self._hidden or row.id > self._last_id:
+        row = clip_rows(self._db, [clip_id]).get(int(clip_id))
+        if row is None or row[0] in self._hidden or row[0] > self._last_id:
             raise UnknownClipError(f"no clip with id {clip_id} in this index")
         return Clip(*row)
 
@@ -397,8 +395,7 @@ class SearchEngine:
         d = self.dim // 2
         stored = self.store.vectors(ids)                       # (n, 2d)
         static, dynamic = (stored[:, :d] * m).sum(1), (stored[:, d:] * dyn).sum(1)  # (no BLAS threads for a few rows)
-        with self._db.connect() as c:  # one query (clip and video rows joined), not one per hit
-            rows = {r.id: r for r in c.execute(_CLIP_ROWS.where(ClipRow.id.in_(ids)))}
+        rows = clip_rows(self._db, ids)  # one query (clip and video rows joined), not one per hit
         hits = [Hit(*rows[i], float((1 - motion) * st + motion * dy), float(st), float(dy))
                 for i, st, dy in zip(ids, static, dynamic) if i in rows]
         hits.sort(key=lambda h: -h.score)
