@@ -291,3 +291,27 @@ def test_a_segment_whose_rows_are_all_deleted_goes(tmp_path, data):
     back = VectorStore.open(tmp_path / "v", D)
     np.testing.assert_array_equal(back.ids(), np.concatenate([ids[:100], ids[200:300]]))
     assert read_manifest(tmp_path / "v")["tombstones"] is None
+
+
+def test_a_writer_does_not_keep_what_it_has_written_in_memory(tmp_path):
+    """Written rows are read back from their files, memory-mapped: a bulk build's memory does not grow with
+    the vectors it has written (numpy's allocations are traced by tracemalloc)."""
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    store = VectorStore(tmp_path / "v", D, config=StoreConfig(segment_rows=10_000), mode="flat")
+    written = 0
+    tracemalloc.start()
+    try:
+        for step in range(6):
+            vectors = descriptors(rng, 10_000)
+            store.add(np.arange(written + 1, written + 10_001), vectors)
+            store.commit()
+            written += len(vectors)
+            del vectors
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert held < 0.1 * written * D * 4, f"{held / 1e6:.1f} MB held after writing {written * D * 4 / 1e6:.1f} MB"
+    q = descriptors(rng, 1)[0]
+    assert store.search(q[None], 5)[1][0][0] >= 1  # (and the mapped rows serve)
