@@ -438,8 +438,10 @@ def query_ids(index: Path, n: int, seed: int) -> list[int]:
     return sorted(np.random.default_rng(seed).choice(ids, size=min(n, len(ids)), replace=False).tolist())
 
 
-def search_worker(index: Path, ids: list[int], threads: int) -> dict:
-    """In a fresh process: open the engine, run every query of every mode, report latencies and RSS."""
+def search_worker(index: Path, ids: list[int], warm: list[int], threads: int) -> dict:
+    """In a fresh process: open the engine, run the `warm` queries (other clips than `ids`: a server that has
+    been answering for a while, its database and IVF pages cached), then every query of every mode; report
+    latencies and RSS."""
     import faiss
 
     faiss.omp_set_num_threads(threads)
@@ -453,8 +455,12 @@ def search_worker(index: Path, ids: list[int], threads: int) -> dict:
     t0 = time.perf_counter()
     engine.store.load_ann()
     t_ann = time.perf_counter() - t0
-    engine.search_clip(ids[0], k=10)  # (the first query pays for lazy imports)
+    t0 = time.perf_counter()
+    for cid in warm:  # (the first queries pay for lazy imports and a cold page cache)
+        engine.search_clip(cid, k=10)
+    t_warm = time.perf_counter() - t0
     out = {"import_s": round(t_import, 3), "open_s": round(t_open, 3), "load_ann_s": round(t_ann, 3),
+           "warm_up": {"queries": len(warm), "seconds": round(t_warm, 3)},
            "rss_after_open_mb": _rss()["VmRSS"], "load_avg_before": os.getloadavg(), "modes": {}}
     for mode, (reverse, motion) in MODES.items():
         for overlap in OVERLAPS:
@@ -559,6 +565,8 @@ def main(argv=None) -> int:
     ap.add_argument("--describe-max", type=int, default=1_000_000,
                     help="clips described by the LiFT; the rest at the descriptor level (default %(default)s)")
     ap.add_argument("--queries", type=int, default=200, help="queries per mode (default %(default)s)")
+    ap.add_argument("--warm-up", type=int, default=200, help="queries (of other clips) before the measured "
+                                                              "ones (default %(default)s)")
     ap.add_argument("--threads", type=int, default=2, help="threads of the search process (default %(default)s)")
     ap.add_argument("--checkpoints", type=int, default=3, help="checkpoints of 1k clips to time")
     ap.add_argument("--grow-from", type=Path, help="start from a copy of this smaller bench index (e.g. the 1M one "
@@ -572,7 +580,7 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if a.search_worker:
-        print(json.dumps(search_worker(a.index, json.loads(a.search_worker), a.threads)))
+        print(json.dumps(search_worker(a.index, *json.loads(a.search_worker), a.threads)))
         return 0
     t_start = time.perf_counter()
     base = ensure_base(a.base)
@@ -600,10 +608,11 @@ def main(argv=None) -> int:
         return 0
     result["checkpoint_1k"] = measure_checkpoint(a.index, base, repeats=a.checkpoints)
     ids = query_ids(a.index, a.queries, a.seed + 1)
+    warm = sorted(set(query_ids(a.index, a.warm_up + len(ids), a.seed + 2)) - set(ids))[:a.warm_up]
     env = {**os.environ, "OMP_NUM_THREADS": str(a.threads), "OPENBLAS_NUM_THREADS": str(a.threads),
            "MKL_NUM_THREADS": str(a.threads), "PYTHONPATH": str(REPO)}
     proc = subprocess.run([sys.executable, __file__, "--clips", str(a.clips), "--index", str(a.index),
-                           "--threads", str(a.threads), "--search-worker", json.dumps(ids)],
+                           "--threads", str(a.threads), "--search-worker", json.dumps([ids, warm])],
                           capture_output=True, text=True, env=env, check=True)
     search = json.loads(proc.stdout.strip().splitlines()[-1])
     t0 = time.perf_counter()
