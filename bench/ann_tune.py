@@ -120,7 +120,7 @@ def codes_grid(vecs: np.ndarray, ids: np.ndarray, qv: np.ndarray, k: int, codes:
         t0 = time.perf_counter()
         codes_arr = ann.encode(template, vecs)
         encode_s = time.perf_counter() - t0
-        index = ann.searchable(__import__("faiss").serialize_index(template).tobytes(), [(codes_arr, ids)], params)
+        index = ann.searchable(__import__("faiss").serialize_index(template).tobytes(), lambda: [(codes_arr, ids)], params)
         for nprobe in nprobes:
             for n_cand in candidates:
                 p = dataclasses.replace(params, nprobe=nprobe)

@@ -82,6 +82,10 @@ class Segment:
         self.dead[rows] = True
         self.n_dead = int(self.dead.sum())
 
+    def rows(self, rows: np.ndarray) -> np.ndarray:
+        """The vectors of these rows (ascending): read from the segment's file once written (ArrayFile.read_rows)."""
+        return self.files[0].read_rows("vectors", rows) if self.files else np.asarray(self.vectors[rows])
+
     def alive(self) -> np.ndarray | slice:
         return slice(None) if self.dead is None else ~self.dead
 
@@ -301,9 +305,9 @@ class VectorStore:
             inside = np.nonzero((ids >= seg.ids[0]) & (ids <= seg.ids[-1]) & ~found)[0]
             where, rows = seg.rows_of(ids[inside])
             if len(rows):
-                order = np.argsort(rows)  # read the mapped file in order
+                order = np.argsort(rows)  # read the file in order
                 dst = inside[where][order]
-                out[dst] = seg.vectors[rows[order]]
+                out[dst] = seg.rows(rows[order])
                 found[dst] = True
         return found, out
 
@@ -401,9 +405,15 @@ class VectorStore:
     def _searchable(self):
         with self._ann_lock:
             if self._ann_index is None:
-                parts = ((s.codes[s.alive()], s.ids[s.alive()]) for s in self.segments if s.codes is not None)
+                coded = [s for s in self.segments if s.codes is not None]
+
+                def parts():
+                    for s in coded:
+                        yield s.codes[s.alive()], s.ids[s.alive()]
+                        for f in s.files:  # read (its codes are in the index now): its pages need not stay mapped
+                            f.drop_pages()
+
                 self._ann_index = ann.searchable(self._ann["template"], parts, self._ann["params"])
-                self._drop_pages()  # (the codes are in the index now: their file's pages need not stay mapped)
             return self._ann_index
 
     def load_ann(self) -> None:

@@ -315,3 +315,30 @@ def test_a_writer_does_not_keep_what_it_has_written_in_memory(tmp_path):
     assert held < 0.1 * written * D * 4, f"{held / 1e6:.1f} MB held after writing {written * D * 4 / 1e6:.1f} MB"
     q = descriptors(rng, 1)[0]
     assert store.search(q[None], 5)[1][0][0] >= 1  # (and the mapped rows serve)
+
+
+@pytest.mark.parametrize("codes, quantizer", [("SQ8", "flat"), ("PQ8", "HNSW32")])
+def test_the_searchable_index_is_faiss_add_sa_codes_with_lists_sized_once(codes, quantizer):
+    """ann.searchable fills each inverted list once at its final size: the same index as FAISS's own
+    add_sa_codes (same lists, same order, so the same results), without lists grown by doubling."""
+    import faiss
+
+    from indexer import ann
+
+    rng = np.random.default_rng(3)
+    x = descriptors(rng, 6000)
+    index, params = ann.train(x[:3000], ann.AnnParams(32, quantizer, codes, nprobe=4, candidates=64))
+    template = faiss.serialize_index(index).tobytes()
+    ids, c = np.arange(10, 6010, dtype=np.int64), ann.encode(index, x)
+    ours = ann.searchable(template, lambda: [(c[:2500], ids[:2500]), (c[2500:], ids[2500:])], params)
+    ref = faiss.deserialize_index(np.frombuffer(template, np.uint8))
+    ref.add_sa_codes(c, ids)
+    faiss.extract_index_ivf(ref).nprobe = params.nprobe
+    if quantizer != "flat":
+        faiss.downcast_index(faiss.extract_index_ivf(ref).quantizer).hnsw.efSearch = max(64, 2 * params.nprobe)
+    assert ours.ntotal == ref.ntotal == 6000
+    (d1, i1), (d2, i2) = ours.search(x[:50], 10), ref.search(x[:50], 10)
+    np.testing.assert_array_equal(i1, i2)
+    np.testing.assert_allclose(d1, d2)
+    lists = faiss.extract_index_ivf(ours).invlists
+    assert sum(lists.list_size(i) for i in range(32)) == 6000
