@@ -26,15 +26,19 @@ import pickle
 import time
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from lift.config import IndexOptions
 from lift.errors import BackboneError, UsageError
 
-from .decode import Decoded
-from .stages import DecoderConfig, Embedder, EmbedderSpec, Pending, Runner, Writer, failure_reason, progress_bar
+from .decode import Decoded, DecoderConfig, failure_reason
 from .testpoint import enabled as _test_enabled
 from .testpoint import testpoint
+
+if TYPE_CHECKING:  # a decode actor imports this module: only what decoding needs, no torch, no database
+    from .stages import Embedder, EmbedderSpec, Pending, Runner, Writer
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +128,8 @@ def extract_features_ray(todo: list[Pending], embed: Embedder, opts: IndexOption
     driver's Embedder: the actors build theirs from its backbone's record and index folder."""
     if not todo:
         return []
+    from .stages import EmbedderSpec, progress_bar
+
     ray = _ray()
     with run.stage("ray (connect)"):
         ours = connect(opts.ray, opts.ray_cpus)
