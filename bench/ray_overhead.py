@@ -86,11 +86,13 @@ def larger_library(videos: Path, root: Path, n: int) -> Path:
 
 class Cluster:
     """A local Ray cluster held by a process of ours for the "warm" runs (they join it by its address);
-    closing its stdin shuts it down (no `ray stop`, which would stop every Ray on a shared machine)."""
+    closing its stdin shuts it down (no `ray stop`, which would stop every Ray on a shared machine). Its workers
+    run at the bench's priority, as those of the cluster a cold run starts (worker_niceness 0: see
+    indexer.ray_runner.connect), so that local and Ray runs compete alike with other jobs on the machine."""
 
     def __init__(self, cpus: int):
         code = ("import logging, sys, ray; ray.init(num_cpus=int(sys.argv[1]), include_dashboard=False, "
-                "logging_level=logging.WARNING); print(ray.get_runtime_context().gcs_address, flush=True); "
+                "logging_level=logging.WARNING, _system_config={'worker_niceness': 0}); print(ray.get_runtime_context().gcs_address, flush=True); "
                 "sys.stdin.read(); ray.shutdown()")
         self.proc = subprocess.Popen([sys.executable, "-c", code, str(cpus)], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, text=True, env=ENV)

@@ -60,7 +60,9 @@ def connect(address: str, num_cpus: int | None = None) -> bool:
     (a session of the caller's: a notebook, the tests). "auto": a cluster running on this machine (`ray start
     --head`), else a new local one with ``num_cpus`` CPUs (default: all); otherwise the address of a cluster
     ("ray://HOST:10001" or "HOST:6379"). On a cluster it joins, the workers get this project's packages
-    through the job's runtime_env (py_modules); a local cluster it starts inherits them through PYTHONPATH."""
+    through the job's runtime_env (py_modules); a local cluster it starts inherits them through PYTHONPATH, and
+    runs its workers at this process's priority, as the local pipeline's processes run (by default Ray lowers its
+    workers' priority, worker_niceness 15: on a machine shared with other jobs that starves the run)."""
     ray = _ray()
     if ray.is_initialized():
         return False
@@ -71,7 +73,7 @@ def connect(address: str, num_cpus: int | None = None) -> bool:
             ray.init(address="auto", runtime_env=shipped, **kw)
         except ConnectionError:  # none running here: start one, its workers import this checkout's code
             os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))
-            ray.init(num_cpus=num_cpus or os.cpu_count(), **kw)
+            ray.init(num_cpus=num_cpus or os.cpu_count(), _system_config={"worker_niceness": 0}, **kw)
     else:
         try:
             ray.init(address=address, runtime_env=shipped, **kw)
