@@ -76,7 +76,8 @@ def larger_library(videos: Path, root: Path, n: int) -> Path:
     if n < len(files):
         raise SystemExit(f"--videos {n}: the library has {len(files)} videos already")
     for i in range(n):
-        k, src = divmod(i, len(files))
+        k, j = divmod(i, len(files))
+        src = files[j]
         dst = root / f"copy-{k}" / src.relative_to(videos)
         if not dst.is_file():
             dst.parent.mkdir(parents=True, exist_ok=True)
