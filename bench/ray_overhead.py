@@ -2,9 +2,10 @@
 
     python bench/ray_overhead.py              # ~15 min on a 2-core machine: 3 rounds (--rounds 6: ~25 min)
     python bench/ray_overhead.py --quick      # 2 rounds of a smaller library
+    python bench/ray_overhead.py --videos 175 # a larger library: the mixed one 5 times over (~40 min)
 
 Each round indexes the library (index_throughput.py's mixed library: real footage up to 1080p and synthetic
-clips) three ways, into fresh index folders, with the same fixed LiFT file (describe only, no training):
+clips; ``--videos N``: that library's videos over and over, each copy byte-distinct, up to N) three ways, into fresh index folders, with the same fixed LiFT file (describe only, no training):
 
 - local:       ``run_index`` as `lift-search index` runs it;
 - ray (cold):  ``run_index(..., ray="auto")`` in a process without Ray: the run starts a local cluster
@@ -68,13 +69,31 @@ print(json.dumps({{"seconds": time.perf_counter() - t0, "videos": r.new, "failed
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def larger_library(videos: Path, root: Path, n: int) -> Path:
+    """``n`` videos under ``root``: copy k of each of ``videos``' files in turn, in folder copy-k (reused if
+    there); copies are byte-distinct (index_throughput._copy_distinct), so each is decoded and embedded."""
+    files = sorted(p for p in videos.rglob("*") if p.is_file() and p.suffix != ".csv")
+    if n < len(files):
+        raise SystemExit(f"--videos {n}: the library has {len(files)} videos already")
+    for i in range(n):
+        k, j = divmod(i, len(files))
+        src = files[j]
+        dst = root / f"copy-{k}" / src.relative_to(videos)
+        if not dst.is_file():
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            it._copy_distinct(src, dst, k)
+    return root
+
+
 class Cluster:
     """A local Ray cluster held by a process of ours for the "warm" runs (they join it by its address);
-    closing its stdin shuts it down (no `ray stop`, which would stop every Ray on a shared machine)."""
+    closing its stdin shuts it down (no `ray stop`, which would stop every Ray on a shared machine). Its workers
+    run at the bench's priority, as those of the cluster a cold run starts (worker_niceness 0: see
+    indexer.ray_runner.connect), so that local and Ray runs compete alike with other jobs on the machine."""
 
     def __init__(self, cpus: int):
         code = ("import logging, sys, ray; ray.init(num_cpus=int(sys.argv[1]), include_dashboard=False, "
-                "logging_level=logging.WARNING); print(ray.get_runtime_context().gcs_address, flush=True); "
+                "logging_level=logging.WARNING, _system_config={'worker_niceness': 0}); print(ray.get_runtime_context().gcs_address, flush=True); "
                 "sys.stdin.read(); ray.shutdown()")
         self.proc = subprocess.Popen([sys.executable, "-c", code, str(cpus)], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, text=True, env=ENV)
@@ -92,6 +111,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--quick", action="store_true", help="the smaller library, 2 rounds")
     ap.add_argument("--rounds", type=int, help="rounds of (local, ray cold, ray warm); default 3, 2 with --quick")
     ap.add_argument("--library", type=Path, help="index this folder instead of building one")
+    ap.add_argument("--videos", type=int, help="a larger library: the mixed library's videos in turn, each copy "
+                    "byte-distinct (so none is a cached duplicate), up to this many videos")
     ap.add_argument("--workers", type=int, default=2, help="decoder processes (local) / decoder actors (Ray)")
     ap.add_argument("--work", type=Path, help="scratch folder (default: a temporary one, removed)")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "ray_overhead.json")
@@ -111,6 +132,8 @@ def main(argv: list[str] | None = None) -> dict:
             name = "library-quick" if args.quick else "library"
             manifest = it.build_library(work / name, args.quick, [it.SHARED_VIDEOS, it.FOOTAGE_CACHE])
             library, n_videos = work / name / "videos", len(manifest)
+            if args.videos:
+                library, n_videos = larger_library(library, work / f"{name}-{args.videos}", args.videos), args.videos
         lift = work / "lift-lite0.safetensors"
         if not lift.exists():
             it.make_lift(lift, it.lite0_model(None, pretrained=False).num_features)

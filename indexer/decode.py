@@ -560,3 +560,23 @@ class DecodePool:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+@dataclass(frozen=True)
+class DecoderConfig:
+    """What a DecodePool of a run is given (picklable: a Ray decode actor builds its pool from it, importing
+    this module and nothing heavier: no torch, no database)."""
+
+    short_side: int           # the backbone's resize: frames are decoded straight at that size
+    sampling: Sampling
+    timeout_s: float
+    test_hooks: bool = False  # obey this module's file-name markers (__segfault__, __hang__)
+
+    def pool(self, workers: int) -> DecodePool:
+        return DecodePool(workers=workers, timeout_s=self.timeout_s, short_side=self.short_side,
+                          sampling=self.sampling, _test_hooks=self.test_hooks)
+
+
+def failure_reason(decoded: Decoded) -> str | None:
+    """Why a decoded video cannot be indexed (recorded as its failure), or None."""
+    return decoded.error or (None if decoded.plans else "no clips (no frames)")

@@ -240,8 +240,10 @@ def _open_backbone(sessions, opts: IndexOptions, device) -> Backbone:
     weights = opts.backbone_weights or (recorded.weights_file if recorded and recorded.name == name else None)
     pooling = opts.pooling or (recorded.pooling if recorded else DEFAULT_POOLING)
     try:
+        # with Ray the driver's backbone only proves the record (the actors embed): no export, no folding
         return load_backbone(name, device="cpu" if opts.ray else device, weights=weights,
-                             runtime="torch" if opts.ray else opts.runtime, pooling=pooling, expect=recorded)
+                             runtime="torch" if opts.ray else opts.runtime, pooling=pooling, expect=recorded,
+                             fold=not opts.ray)
     except BackboneMismatch as e:
         raise IndexSettingsError(
             f"this index's features were made by {recorded.name} with weights {recorded.weights_digest} "

@@ -26,15 +26,19 @@ import pickle
 import time
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from lift.config import IndexOptions
 from lift.errors import BackboneError, UsageError
 
-from .decode import Decoded
-from .stages import DecoderConfig, Embedder, EmbedderSpec, Pending, Runner, Writer, failure_reason, progress_bar
+from .decode import Decoded, DecoderConfig, failure_reason
 from .testpoint import enabled as _test_enabled
 from .testpoint import testpoint
+
+if TYPE_CHECKING:  # a decode actor imports this module: only what decoding needs, no torch, no database
+    from .stages import Embedder, EmbedderSpec, Pending, Runner, Writer
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +60,9 @@ def connect(address: str, num_cpus: int | None = None) -> bool:
     (a session of the caller's: a notebook, the tests). "auto": a cluster running on this machine (`ray start
     --head`), else a new local one with ``num_cpus`` CPUs (default: all); otherwise the address of a cluster
     ("ray://HOST:10001" or "HOST:6379"). On a cluster it joins, the workers get this project's packages
-    through the job's runtime_env (py_modules); a local cluster it starts inherits them through PYTHONPATH."""
+    through the job's runtime_env (py_modules); a local cluster it starts inherits them through PYTHONPATH, and
+    runs its workers at this process's priority, as the local pipeline's processes run (by default Ray lowers its
+    workers' priority, worker_niceness 15: on a machine shared with other jobs that starves the run)."""
     ray = _ray()
     if ray.is_initialized():
         return False
@@ -67,7 +73,7 @@ def connect(address: str, num_cpus: int | None = None) -> bool:
             ray.init(address="auto", runtime_env=shipped, **kw)
         except ConnectionError:  # none running here: start one, its workers import this checkout's code
             os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))
-            ray.init(num_cpus=num_cpus or os.cpu_count(), **kw)
+            ray.init(num_cpus=num_cpus or os.cpu_count(), _system_config={"worker_niceness": 0}, **kw)
     else:
         try:
             ray.init(address=address, runtime_env=shipped, **kw)
@@ -124,6 +130,8 @@ def extract_features_ray(todo: list[Pending], embed: Embedder, opts: IndexOption
     driver's Embedder: the actors build theirs from its backbone's record and index folder."""
     if not todo:
         return []
+    from .stages import EmbedderSpec, progress_bar
+
     ray = _ray()
     with run.stage("ray (connect)"):
         ours = connect(opts.ray, opts.ray_cpus)

@@ -28,16 +28,16 @@ from sqlalchemy import delete, func, insert, select, update
 from tqdm.auto import tqdm
 
 from db import Clip, Failure, Video, delete_videos, get_setting, set_setting
-from lift.config import IndexOptions, Sampling
+from lift.config import IndexOptions
 
-from .decode import DecodePool, Decoded
+from .decode import Decoded, DecoderConfig, failure_reason
 from .library import THUMB_HEIGHT, IndexDir, VideoFeatures
 from .reconcile import reconcile
 from .scan import ScannedFile, content_hash, scan
 from .store import VectorStore
 from .testpoint import testpoint
 
-if TYPE_CHECKING:  # torch is imported where it is used: a Ray decoder actor imports this module and needs none
+if TYPE_CHECKING:  # torch is imported where it is used (the Ray embed actor imports this module before it)
     from lift import LiFT
     from lift.backbones import Backbone
 
@@ -143,26 +143,6 @@ class Planner:
         else:
             plan.counts["new"] += 1
         plan.pending.append(Pending(f, digest, v.id if v else None))
-
-
-# ---- decode -------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class DecoderConfig:
-    """What a DecodePool of a run is given (picklable: a Ray decode actor builds its pool from it)."""
-
-    short_side: int           # the backbone's resize: frames are decoded straight at that size
-    sampling: Sampling
-    timeout_s: float
-    test_hooks: bool = False  # obey decode.py's file-name markers (__segfault__, __hang__)
-
-    def pool(self, workers: int) -> DecodePool:
-        return DecodePool(workers=workers, timeout_s=self.timeout_s, short_side=self.short_side,
-                          sampling=self.sampling, _test_hooks=self.test_hooks)
-
-
-def failure_reason(decoded: Decoded) -> str | None:
-    """Why a decoded video cannot be indexed (recorded as its failure), or None."""
-    return decoded.error or (None if decoded.plans else "no clips (no frames)")
 
 
 # ---- embed --------------------------------------------------------------------------------------

@@ -206,7 +206,7 @@ class Backbone:
     def __init__(self, name: str, model: nn.Module, preprocess: PreprocessConfig,
                  device: str | torch.device = "auto", cpu_bf16: bool = False, runtime: str = "auto",
                  weights_source: str = RANDOM_INIT, pooling: str = "global",
-                 expect: BackboneRecord | None = None):
+                 expect: BackboneRecord | None = None, fold: bool = True):
         if runtime not in RUNTIMES:
             raise BackboneError(f"unknown runtime {runtime!r}; valid: {', '.join(RUNTIMES)}")
         cells = _cells_spec(name, pooling)
@@ -219,7 +219,9 @@ class Backbone:
                                      preprocess, pooled_dim + (cells.dim if cells else 0), pooling, cells)
         if expect is not None and (diff := expect.differences(self.record)):  # before any export or copy
             raise BackboneMismatch(expect, self.record, diff)
-        self.model = fold_batchnorm(model.eval().requires_grad_(False).to(self.device), preprocess.crop)
+        self.model = model.eval().requires_grad_(False).to(self.device)
+        if fold:  # (fold=False: a backbone kept for its record, e.g. a Ray driver's, saves the traced forward)
+            self.model = fold_batchnorm(self.model, preprocess.crop)
         self._mean = torch.tensor(preprocess.mean, device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(preprocess.std, device=self.device).view(1, 3, 1, 1)
         self.features = (PooledAndCells(self.model, cells) if cells else Pooled(self.model)).to(self.device).eval()
@@ -567,7 +569,7 @@ def _timm_preprocess(model: nn.Module) -> PreprocessConfig:
 def load_backbone(name: str = DEFAULT_BACKBONE, device: str | torch.device = "auto",
                   weights: str | Path | None = None, pretrained: bool = True, cpu_bf16: bool = False,
                   runtime: str = "auto", preprocess: PreprocessConfig | None = None,
-                  pooling: str = "global", expect: BackboneRecord | None = None) -> Backbone:
+                  pooling: str = "global", expect: BackboneRecord | None = None, fold: bool = True) -> Backbone:
     """Build a backbone by name. weights: a local file (safetensors/.pth/.bin) overriding the default
     source; pretrained=False with weights=None gives a random init (architecture checks, tests).
     cpu_bf16: on CPU, run the model under bfloat16 autocast where the CPU supports it natively (on CUDA
@@ -575,7 +577,8 @@ def load_backbone(name: str = DEFAULT_BACKBONE, device: str | torch.device = "au
     CPU in ONNX Runtime when the model exports, else PyTorch; "torch" or "onnxruntime" to choose.
     preprocess: instead of the backbone's own (e.g. a recorded one: see backbone_from_record). expect: raise
     BackboneMismatch, as soon as the weights are loaded, if the backbone is not the one this record describes.
-    pooling: one of POOLINGS (the features per frame)."""
+    pooling: one of POOLINGS (the features per frame). fold: fold BatchNorms into convolutions (fold_batchnorm:
+    the same features up to float rounding, faster); False for a backbone that is kept for its record only."""
     arch = name.removeprefix("timm:") if name.startswith("timm:") else None
     if name not in BACKBONES and not (arch and timm.is_model(arch)):
         raise BackboneError(f"unknown backbone {name!r}; valid names: {', '.join(BACKBONES)}, or "
@@ -592,7 +595,7 @@ def load_backbone(name: str = DEFAULT_BACKBONE, device: str | torch.device = "au
         model, source = _timm_model(name, arch, weights, pretrained, num_classes=0)
         own = _timm_preprocess(model)
     return Backbone(name, model, preprocess or own, device, cpu_bf16, runtime, weights_source=source, pooling=pooling,
-                    expect=expect)
+                    expect=expect, fold=fold)
 
 
 def backbone_from_record(record: BackboneRecord | dict, device: str | torch.device = "auto",

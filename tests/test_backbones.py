@@ -75,6 +75,16 @@ def test_batchnorm_folding_keeps_the_features(lite0):
     np.testing.assert_allclose(lite0.encode_frames(random_frames(3, 224, 300)), want, rtol=1e-4, atol=1e-4)
 
 
+def test_a_backbone_kept_for_its_record_is_not_folded_and_records_the_same(lite0):
+    """A Ray driver's backbone (fold=False) proves the index's record without folding; its features agree."""
+    kept = load_backbone("efficientnet-lite0", device="cpu", runtime="torch", fold=False)
+    assert kept.record == lite0.record
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in kept.model.modules()) == 49
+    frames = np.random.default_rng(0).integers(0, 256, (2, 256, 320, 3), dtype=np.uint8)
+    a, b = kept.encode_videos([frames])[0], lite0.encode_videos([frames])[0]
+    np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
+
+
 def test_batchnorm_folding_only_folds_a_conv_feeding_a_batchnorm():
     from lift.backbones import fold_batchnorm
     torch.manual_seed(0)
