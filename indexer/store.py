@@ -17,7 +17,9 @@ crash at any moment leaves the previous store whole. `maintain` merges segments 
 holding many deleted rows, and trains the IVF index once the store is large enough (`--ann auto`).
 
 Searches return exact scores: small stores are searched exactly, large ones through the IVF index,
-whose candidates are re-scored against the stored vectors; only recall is approximate.
+whose candidates are re-scored against the stored vectors; only recall is approximate. The candidates'
+rows are read with pread (ArrayFile.read_rows), not through the mapping: a search process's memory is its
+IVF index, whatever the size of the vectors files (10M clips: 1.4 GB peak RSS for 16 GB of vectors).
 """
 from __future__ import annotations
 
