@@ -438,10 +438,20 @@ def query_ids(index: Path, n: int, seed: int) -> list[int]:
     return sorted(np.random.default_rng(seed).choice(ids, size=min(n, len(ids)), replace=False).tolist())
 
 
-def search_worker(index: Path, ids: list[int], warm: list[int], threads: int) -> dict:
-    """In a fresh process: open the engine, run the `warm` queries (other clips than `ids`: a server that has
-    been answering for a while, its database and IVF pages cached), then every query of every mode; report
-    latencies and RSS."""
+def read_files(index: Path) -> dict:
+    """Read the index's vectors and database files once, into the OS page cache, as a search server that has
+    been answering for a while has them (read(), not mapped: nothing of them joins the process's memory)."""
+    t0, total, buf = time.perf_counter(), 0, bytearray(1 << 24)
+    for path in sorted((index / "vectors").glob("*.arr")) + [index / "index.db"]:
+        with open(path, "rb", buffering=0) as f:
+            while n := f.readinto(buf):
+                total += n
+    return {"bytes": total, "seconds": round(time.perf_counter() - t0, 2)}
+
+
+def search_worker(index: Path, ids: list[int], warm: list[int], threads: int, cold: bool = False) -> dict:
+    """In a fresh process: open the engine, read the index's files into the page cache (unless `cold`), run the
+    `warm` queries (other clips than `ids`), then every query of every mode; report latencies and RSS."""
     import faiss
 
     faiss.omp_set_num_threads(threads)
@@ -455,12 +465,13 @@ def search_worker(index: Path, ids: list[int], warm: list[int], threads: int) ->
     t0 = time.perf_counter()
     engine.store.load_ann()
     t_ann = time.perf_counter() - t0
+    cached = None if cold else read_files(index)
     t0 = time.perf_counter()
-    for cid in warm:  # (the first queries pay for lazy imports and a cold page cache)
+    for cid in warm:  # (the first queries pay for lazy imports)
         engine.search_clip(cid, k=10)
     t_warm = time.perf_counter() - t0
     out = {"import_s": round(t_import, 3), "open_s": round(t_open, 3), "load_ann_s": round(t_ann, 3),
-           "warm_up": {"queries": len(warm), "seconds": round(t_warm, 3)},
+           "warm_up": {"queries": len(warm), "seconds": round(t_warm, 3), "files_read": cached},
            "rss_after_open_mb": _rss()["VmRSS"], "load_avg_before": os.getloadavg(), "modes": {}}
     for mode, (reverse, motion) in MODES.items():
         for overlap in OVERLAPS:
@@ -567,6 +578,8 @@ def main(argv=None) -> int:
     ap.add_argument("--queries", type=int, default=200, help="queries per mode (default %(default)s)")
     ap.add_argument("--warm-up", type=int, default=200, help="queries (of other clips) before the measured "
                                                               "ones (default %(default)s)")
+    ap.add_argument("--cold", action="store_true", help="do not read the index's files into the page cache "
+                                                         "before the queries (a server's first minutes)")
     ap.add_argument("--threads", type=int, default=2, help="threads of the search process (default %(default)s)")
     ap.add_argument("--checkpoints", type=int, default=3, help="checkpoints of 1k clips to time")
     ap.add_argument("--grow-from", type=Path, help="start from a copy of this smaller bench index (e.g. the 1M one "
@@ -580,7 +593,7 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if a.search_worker:
-        print(json.dumps(search_worker(a.index, *json.loads(a.search_worker), a.threads)))
+        print(json.dumps(search_worker(a.index, *json.loads(a.search_worker), a.threads, a.cold)))
         return 0
     t_start = time.perf_counter()
     base = ensure_base(a.base)
@@ -612,7 +625,7 @@ def main(argv=None) -> int:
     env = {**os.environ, "OMP_NUM_THREADS": str(a.threads), "OPENBLAS_NUM_THREADS": str(a.threads),
            "MKL_NUM_THREADS": str(a.threads), "PYTHONPATH": str(REPO)}
     proc = subprocess.run([sys.executable, __file__, "--clips", str(a.clips), "--index", str(a.index),
-                           "--threads", str(a.threads), "--search-worker", json.dumps([ids, warm])],
+                           "--threads", str(a.threads), "--search-worker", json.dumps([ids, warm])] + ["--cold"] * a.cold,
                           capture_output=True, text=True, env=env, check=True)
     search = json.loads(proc.stdout.strip().splitlines()[-1])
     t0 = time.perf_counter()
@@ -652,6 +665,8 @@ def table(r: dict) -> str:
              f"checkpoint of 1k clips: {statistics.median(c['add_s'] for c in cp):.2f} s, "
              f"{statistics.median(c['add_bytes'] for c in cp) / 1e6:.1f} MB written (median of {len(cp)})",
              f"load average {s['load_avg_before'][0]:.1f} before the queries, {s['load_avg_after'][0]:.1f} after",
+             "page cache: " + (f"the index's {w['bytes'] / 1e9:.2f} GB of files read once before the queries "
+                               f"({w['seconds']:.1f} s)" if (w := s.get("warm_up", {}).get("files_read")) else "cold"),
              "| query | p50 ms | p99 ms | CPU p50 ms | CPU p99 ms | recall@10 | same ids |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     lines += [f"| {mode} | {m['p50_ms']:.2f} | {m['p99_ms']:.2f} | {m['cpu_p50_ms']:.2f} | {m['cpu_p99_ms']:.2f} | "
