@@ -82,18 +82,21 @@ def lift_config(feature_dim: int, tc: TrainConfig, cells=None) -> LiftConfig:
 
 
 @torch.no_grad()
-def prepared(model: LiFT, x: torch.Tensor, batch: int = 64) -> torch.Tensor:
-    """model.prepare over x (N, T, D) in batches: (N, T, input_dim)."""
-    if model.flow is None:
-        return x
-    return torch.cat([model.prepare(x[i:i + batch]) for i in range(0, max(len(x), 1), batch)])
+def prepared(model: LiFT, x, rows=None, batch: int = 64, device="cpu") -> torch.Tensor:
+    """model.prepare over the sequences x[rows] (x: (N, T, D), a numpy array or tensor; rows: all by default),
+    `batch` at a time: (len(rows), T, input_dim) float32 on `device`. Only the prepared frames are kept (with
+    flow, 1,672 of the cells' 7,552 dims a frame), never a second copy of the raw ones."""
+    rows = np.arange(len(x)) if rows is None else np.asarray(rows)
+    parts = [model.prepare(torch.as_tensor(np.asarray(x[rows[i:i + batch]], dtype=np.float32)).to(device))
+             for i in range(0, len(rows), batch)]
+    return torch.cat(parts) if parts else torch.zeros(0, *x.shape[1:-1], model.config.input_dim, device=device)
 
 
 def fit(features, cfg: LiftConfig | None = None, tc: TrainConfig = TrainConfig()) -> tuple[LiFT, dict]:
     """Train a LiFT on `features` (N, T, D). `cfg` None: lift-search's own architecture for this data
     (lift_config, without flow). Returns the best model (eval mode) and a
     history dict (losses per epoch; the chord anchor's basis (D, d), or None without the anchor)."""
-    x = torch.from_numpy(np.array(features, dtype=np.float32))  # a copy: read-only arrays welcome
+    x = features if torch.is_tensor(features) else np.asarray(features)  # read in batches, never copied whole
     cfg = cfg or lift_config(x.shape[-1], tc)
     if x.ndim != 3 or x.shape[2] != cfg.feature_dim:
         raise UsageError(f"features must be (N, T, {cfg.feature_dim}); got {tuple(x.shape)}")
@@ -102,13 +105,12 @@ def fit(features, cfg: LiftConfig | None = None, tc: TrainConfig = TrainConfig()
     device = resolve_device(tc.device)
     torch.manual_seed(tc.seed)
     gen = torch.Generator().manual_seed(tc.seed)
-    perm = torch.randperm(len(x), generator=gen)
+    perm = torch.randperm(len(x), generator=gen).numpy()
     n_val = max(1, int(round(len(x) * tc.val_fraction))) if len(x) >= 10 else 0
-    val, train = x[perm[:n_val]].to(device), x[perm[n_val:]].to(device)
 
     model = LiFT(cfg).to(device)
     # what the encoder reads (with flow: the feature flow, computed once here; it has no parameters)
-    val, train = prepared(model, val), prepared(model, train)
+    val, train = prepared(model, x, perm[:n_val], device=device), prepared(model, x, perm[n_val:], device=device)
     if cfg.feature_norm:
         flat = train[..., :cfg.global_dim].reshape(-1, cfg.global_dim)
         model.feature_mean.copy_(flat.mean(0))
