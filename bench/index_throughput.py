@@ -217,8 +217,9 @@ def make_lift(path: Path, feature_dim: int, latent_dim: int = 192) -> float:
 def run_ours(paths: list[str], library: Path, work: Path, lift: Path, workers: int, runtime: str = "auto",
              device: str = "cpu") -> dict:
     index = Path(tempfile.mkdtemp(prefix="ours-", dir=work))
+    # the pooled features, as the naive pipeline and make_lift's LiFT have them (the numbers in docs/benchmarks.md)
     opts = IndexOptions(backbone=BACKBONE, lift=str(lift), device=device, workers=workers, progress=False,
-                        runtime=runtime)
+                        runtime=runtime, pooling="global")
     t0 = time.perf_counter()
     report = run_index([library], index, opts)
     seconds = time.perf_counter() - t0
@@ -334,7 +335,7 @@ def backbone_only(paths: list[str], device: str, runtime: str, batch_frames: int
     from indexer.decode import decode_one
     from lift import load_backbone
 
-    backbone = load_backbone(BACKBONE, device=device, runtime=runtime)
+    backbone = load_backbone(BACKBONE, device=device, runtime=runtime, pooling="global")
     videos = [decode_one(p, short_side=backbone.preprocess.resize).frames for p in paths]
     groups, group, n = [], [], 0
     for v in videos:

@@ -59,7 +59,7 @@ if way == "ray (warm)":
     ray.init(address={address!r}, logging_level=logging.WARNING)  # the bench's running cluster
 t0 = time.perf_counter()
 r = run_index([{str(library)!r}], {str(index)!r}, IndexOptions(backbone="{it.BACKBONE}", lift={str(lift)!r}, device="cpu",
-              workers={workers}, progress=False, ray=None if way == "local" else "auto"))
+              workers={workers}, progress=False, ray=None if way == "local" else "auto", pooling="global"))
 print(json.dumps({{"seconds": time.perf_counter() - t0, "videos": r.new, "failed": r.failed, "clips": r.clips_added,
                   "stages": r.stages}}))
 """

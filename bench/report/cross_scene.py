@@ -39,20 +39,20 @@ LIBRARIES = {"fit": 0, "unseen": 1}      # library -> indexer.synth seed
 SCENES, VARIANTS = 6, 2
 WEIGHTS = (0.5, 0.75, 1.0)
 SPLITS = 30                              # random splits by scene for the probe's mean
-# recipe -> (pooling, TrainConfig fields over lift-search's defaults)
+# recipe -> (pooling, TrainConfig fields over lift-search's defaults), each lever set explicitly
 RECIPES: dict[str, tuple[str, dict]] = {
-    "pooled": ("global", {}),
+    "pooled": ("global", {"motion_pin": 0.0}),
     "pooled + pinned motion": ("global", {"motion_pin": 1.0}),
-    "cells (flow)": ("global+cells", {}),
-    "cells (flow) + pinned motion": ("global+cells", {"motion_pin": 1.0}),
+    "cells (flow)": ("global+cells", {"motion_pin": 0.0}),
+    "cells (flow) + pinned motion": ("global+cells", {"motion_pin": 1.0}),  # the default recipe
 }
 RECIPE_TEXT = {
-    "pooled": "the default recipe: pooled features (1280-d), chord anchor (weight 10)",
+    "pooled": "the default recipe before issue 18: pooled features (1280-d), chord anchor (weight 10)",
     "pooled + pinned motion": "pooled, plus the pinned motion path (`--motion-pin 1`: z_d += sqrt(d) unit(chord @ "
                               "basis))",
     "cells (flow)": "`--pooling global+cells`: LiFT also reads the feature flow of a 14 x 14 map of the frame "
                     "(its total joins the anchor's target)",
-    "cells (flow) + pinned motion": "`--pooling global+cells --motion-pin 1`",
+    "cells (flow) + pinned motion": "`--pooling global+cells --motion-pin 1`: the default recipe",
 }
 
 
