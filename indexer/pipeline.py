@@ -23,7 +23,7 @@ from db import Clip, Video, get_setting, open_db, set_setting, write_refused
 from lift import LiFT
 from lift.backbones import Backbone, BackboneMismatch, BackboneRecord, load_backbone
 from lift.checkpoint import download_official, load_checkpoint, model_digest
-from lift.config import DEFAULT_BACKBONE, DEFAULT_POOLING, IndexOptions, default_lift
+from lift.config import DEFAULT_BACKBONE, IndexOptions, default_lift, default_pooling
 from lift.errors import LiftSearchError, UsageError
 from lift.files import TEMP_SUFFIX
 from lift.runtime import resolve_device
@@ -236,9 +236,10 @@ def _open_backbone(sessions, opts: IndexOptions, device) -> Backbone:
     if name and opts.backbone and opts.backbone != name:
         raise IndexSettingsError(f"this index was built with backbone {name}, not {opts.backbone}: use another "
                                  f"--index folder, or the same settings.")
-    name = opts.backbone or name or DEFAULT_BACKBONE
+    new, name = name is None, opts.backbone or name or DEFAULT_BACKBONE
     weights = opts.backbone_weights or (recorded.weights_file if recorded and recorded.name == name else None)
-    pooling = opts.pooling or (recorded.pooling if recorded else DEFAULT_POOLING)
+    # the index's own pooling; an index from before backbone records had the pooled features ("global")
+    pooling = opts.pooling or (recorded.pooling if recorded else default_pooling(name) if new else "global")
     try:
         # with Ray the driver's backbone only proves the record (the actors embed): no export, no folding
         return load_backbone(name, device="cpu" if opts.ray else device, weights=weights,

@@ -28,7 +28,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import DEFAULT_BACKBONE, DINO_BACKBONE
+from .config import CELLS_BACKBONES, DEFAULT_BACKBONE, DINO_BACKBONE, default_pooling
 from .errors import BackboneError
 from .runtime import RUNTIMES, onnx_features, resolve_device
 
@@ -553,8 +553,8 @@ def _cells_spec(name: str, pooling: str) -> CellsSpec | None:
         raise BackboneError(f"unknown pooling {pooling!r}; valid: {', '.join(POOLINGS)}")
     if pooling == "global":
         return None
-    if name != "efficientnet-lite0":
-        raise BackboneError(f"pooling {pooling!r} is defined for efficientnet-lite0 only, not {name}: use "
+    if name not in CELLS_BACKBONES:
+        raise BackboneError(f"pooling {pooling!r} is defined for {', '.join(CELLS_BACKBONES)} only, not {name}: use "
                             f"--pooling global")
     return LITE0_CELLS
 
@@ -569,7 +569,7 @@ def _timm_preprocess(model: nn.Module) -> PreprocessConfig:
 def load_backbone(name: str = DEFAULT_BACKBONE, device: str | torch.device = "auto",
                   weights: str | Path | None = None, pretrained: bool = True, cpu_bf16: bool = False,
                   runtime: str = "auto", preprocess: PreprocessConfig | None = None,
-                  pooling: str = "global", expect: BackboneRecord | None = None, fold: bool = True) -> Backbone:
+                  pooling: str | None = None, expect: BackboneRecord | None = None, fold: bool = True) -> Backbone:
     """Build a backbone by name. weights: a local file (safetensors/.pth/.bin) overriding the default
     source; pretrained=False with weights=None gives a random init (architecture checks, tests).
     cpu_bf16: on CPU, run the model under bfloat16 autocast where the CPU supports it natively (on CUDA
@@ -577,8 +577,9 @@ def load_backbone(name: str = DEFAULT_BACKBONE, device: str | torch.device = "au
     CPU in ONNX Runtime when the model exports, else PyTorch; "torch" or "onnxruntime" to choose.
     preprocess: instead of the backbone's own (e.g. a recorded one: see backbone_from_record). expect: raise
     BackboneMismatch, as soon as the weights are loaded, if the backbone is not the one this record describes.
-    pooling: one of POOLINGS (the features per frame). fold: fold BatchNorms into convolutions (fold_batchnorm:
-    the same features up to float rounding, faster); False for a backbone that is kept for its record only."""
+    pooling: one of POOLINGS (the features per frame); None: default_pooling(name), a new index's. fold: fold
+    BatchNorms into convolutions (fold_batchnorm: the same features up to float rounding, faster); False for a
+    backbone that is kept for its record only."""
     arch = name.removeprefix("timm:") if name.startswith("timm:") else None
     if name not in BACKBONES and not (arch and timm.is_model(arch)):
         raise BackboneError(f"unknown backbone {name!r}; valid names: {', '.join(BACKBONES)}, or "
@@ -594,8 +595,8 @@ def load_backbone(name: str = DEFAULT_BACKBONE, device: str | torch.device = "au
     else:
         model, source = _timm_model(name, arch, weights, pretrained, num_classes=0)
         own = _timm_preprocess(model)
-    return Backbone(name, model, preprocess or own, device, cpu_bf16, runtime, weights_source=source, pooling=pooling,
-                    expect=expect, fold=fold)
+    return Backbone(name, model, preprocess or own, device, cpu_bf16, runtime, weights_source=source,
+                    pooling=pooling or default_pooling(name), expect=expect, fold=fold)
 
 
 def backbone_from_record(record: BackboneRecord | dict, device: str | torch.device = "auto",

@@ -14,7 +14,7 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from lift.config import (ANN_MODES, API_KEY_ENV, DECODE_TIMEOUT_S, DEFAULT_BACKBONE, DEFAULT_POOLING,
+from lift.config import (ANN_MODES, API_KEY_ENV, CELLS_BACKBONES, DECODE_TIMEOUT_S, DEFAULT_BACKBONE,
                          MAX_UPLOAD_MB, MOTION_WEIGHT, OVERLAP_MODES, POOLINGS, SEARCH_K, IndexOptions, Sampling,
                          ServeOptions, StoreConfig, TrainConfig)
 from lift.errors import IndexNotFoundError, LiftSearchError, UsageError
@@ -28,8 +28,9 @@ TRAIN_OPTIONS = (
     ("--anchor", "anchor", "weight of the chord anchor, which ties z_d to the net change of the frames so that "
                            "it reads the same in every scene (0: the paper's loss alone)"),
     ("--motion-pin", "motion_pin", "weight of the pinned motion path: z_d also gets the frames' measured motion "
-                                   "projected on the library's main directions (helps across scenes: "
-                                   "docs/benchmarks.md, across scenes)"),
+                                   "projected on the library's main directions, nothing learned, so it reads the "
+                                   "same in scenes the LiFT never saw (docs/benchmarks.md, across scenes; 0: z_d "
+                                   "is learned only)"),
     ("--seed", "seed", "seed of the initialisation and the batches"),
     ("--max-clips", "max_clips", "train on at most this many clips of the library (a seeded sample spread over its "
                                  "videos; `index --lift fit` only)"),
@@ -336,9 +337,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                "file, else the backbone's own weights)")
     sp.add_argument("--pooling", choices=POOLINGS,
                     help="features per frame: global (the pooled vector) or global+cells (plus a 14 x 14 map of the "
-                         "frame, from which a fitted LiFT computes feature flow, for finding one action across "
-                         "scenes, docs/benchmarks.md; efficientnet-lite0 only; about 6x the feature storage). "
-                         f"Default: the index's own; {DEFAULT_POOLING} for a new index")
+                         "frame, from which a fitted LiFT computes feature flow: it finds one action across "
+                         f"scenes, docs/benchmarks.md; {', '.join(CELLS_BACKBONES)} only; about 6x the feature "
+                         "storage). Default: the index's own; for a new index global+cells where the backbone has "
+                         "it, else global")
     sp.add_argument("--lift", default=opts.lift,
                     help="official | fit | PATH (default %(default)s: official for DINOv2, else fit)")
     sp.add_argument("--refit", action="store_true", help="retrain the library's LiFT and re-describe all clips")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from indexer.pipeline import run_index
 from indexer.synth import render_library
-from lift.config import IndexOptions, TrainConfig
+from lift.config import MOTION_WEIGHT, IndexOptions, TrainConfig
 
 from .engine import SearchEngine
 
@@ -43,7 +43,7 @@ def run_demo(out: Path, scenes: int = 2, epochs: int = TrainConfig.epochs) -> in
     return 0
 
 
-def chiral_top1(engine: SearchEngine, label: dict[str, str], motion: float = 0.5) -> tuple[float, float]:
+def chiral_top1(engine: SearchEngine, label: dict[str, str], motion: float = MOTION_WEIGHT) -> tuple[float, float]:
     """Fraction of clips whose forward top-1 (itself excluded) has the same 'group / class / scene' label,
     and whose reverse top-1 has the same group and scene but the other class."""
     fwd = rev = 0

@@ -2,7 +2,6 @@
 search embeds query videos from that record: custom weights files, other weights refused, old indexes."""
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -99,12 +98,14 @@ def test_a_moved_or_changed_weights_file_is_refused_for_queries(custom, tmp_path
         moved.rename(a)
 
 
-def test_an_index_without_a_record_serves_clip_queries_and_says_what_video_queries_miss(small_index, small_library,
-                                                                                      tmp_path, caplog):
-    index = tmp_path / "idx"
-    shutil.copytree(small_index, index)
-    library, _ = small_library
-    videos = sorted(library.rglob("*.webm"))
+def test_an_index_without_a_record_serves_clip_queries_and_says_what_video_queries_miss(small_library, tmp_path,
+                                                                                      caplog):
+    """An index from before backbone records: made with the pooled features (the only pooling then), which a
+    later run without --pooling keeps (not today's default for a new index, "global+cells")."""
+    index, library = tmp_path / "idx", tmp_path / "v"
+    videos = copy_library(small_library[0], library, 4)
+    run_index([library], index, small_options(pooling="global"))
+    run_index([library], index, small_options())  # without --pooling: the index's own, not a new index's default
     sessions = open_db(IndexDir(index).db, write=True)
     with sessions.begin() as s:  # as an index made by an earlier lift-search
         s.delete(s.get(Setting, "backbone_record"))
@@ -115,4 +116,6 @@ def test_an_index_without_a_record_serves_clip_queries_and_says_what_video_queri
         engine.search_video(videos[0], k=1)
     run_index([library], index, small_options())  # a run records the weights it uses, and says so
     assert "did not record its backbone's weights" in caplog.text
-    assert SearchEngine.open(index).search_video(videos[0], k=1)[0].video_path == str(videos[0])
+    engine = SearchEngine.open(index)
+    assert engine.settings["backbone_record"]["pooling"] == "global"
+    assert engine.search_video(videos[0], k=1)[0].video_path == str(videos[0])

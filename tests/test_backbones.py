@@ -18,7 +18,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def lite0() -> Backbone:
-    return load_backbone("efficientnet-lite0", device="cpu")
+    """efficientnet-lite0's own pooled features (the "global" pooling; the cells are tests/test_flow.py's)."""
+    return load_backbone("efficientnet-lite0", device="cpu", pooling="global")
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +105,7 @@ def test_batchnorm_folding_only_folds_a_conv_feeding_a_batchnorm():
 def test_cpu_bf16_is_opt_in_and_close_to_float32(lite0):
     from lift.backbones import cpu_bf16_supported
     assert lite0.amp_dtype is None  # float32 unless asked for
-    fast = load_backbone("efficientnet-lite0", device="cpu", cpu_bf16=True)
+    fast = load_backbone("efficientnet-lite0", device="cpu", cpu_bf16=True, pooling="global")
     if not cpu_bf16_supported():
         assert fast.amp_dtype is None  # no native bf16: stays float32
         return
@@ -118,7 +119,7 @@ def test_cpu_bf16_is_opt_in_and_close_to_float32(lite0):
 def test_onnxruntime_is_the_cpu_default_and_gives_pytorchs_features(lite0, tmp_path, monkeypatch):
     from skimage.data import chelsea, coffee
     assert lite0.runtime == "onnxruntime"
-    eager = load_backbone("efficientnet-lite0", device="cpu", runtime="torch")
+    eager = load_backbone("efficientnet-lite0", device="cpu", runtime="torch", pooling="global")
     assert eager.runtime == "torch" and eager._onnx is None
     frames = np.stack([chelsea()[:300, :400], coffee()[:300, :400], random_frames(1, 300, 400)[0]])
     a, b = lite0.encode_frames(frames), eager.encode_frames(frames)
@@ -160,7 +161,7 @@ def test_a_model_that_does_not_export_runs_in_pytorch_with_a_warning(tmp_path, m
     with caplog.at_level("WARNING"):
         auto = load_backbone("efficientnet-lite0", device="cpu")
     assert auto.runtime == "torch" and "aten::frobnicate" in caplog.text
-    assert auto.encode_frames(random_frames(1, 224, 224)).shape == (1, 1280)
+    assert auto.encode_frames(random_frames(1, 224, 224)).shape == (1, auto.dim)
     with pytest.raises(BackboneError, match="cannot run in ONNX Runtime"):
         load_backbone("efficientnet-lite0", device="cpu", runtime="onnxruntime")
 

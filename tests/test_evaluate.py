@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lift.backbones import LITE0_CELLS
 from search import evaluate as ev
 from search.cli import main
 
@@ -264,10 +265,12 @@ def test_eval_chiral_cli(small_index, labels_csv, tmp_path, capsys):
     res = json.loads(out.read_text())
     assert (res["videos"], res["groups"], res["train"], res["test"]) == (16, 4, 8, 8)
     rows = {m["key"]: m for m in res["methods"]}
-    assert set(rows) == {"middle", "mean", "first_last", "concat", "chord", "lift_raw", "lift_sym"}
-    D = res["feature_dim"]
-    assert res["pooled_dim"] == D  # "global" pooling: the frame features are all pooled
+    # the default pooling ("global+cells"): the baselines read the pooled part, the flow reads the cells
+    assert set(rows) == {"middle", "mean", "first_last", "concat", "chord", "flow", "lift_raw", "lift_sym"}
+    D = res["pooled_dim"]
+    assert (D, res["feature_dim"]) == (1280, 1280 + LITE0_CELLS.dim)
     assert rows["concat"]["dims"] == res["frames_per_clip"] * D and rows["first_last"]["dims"] == 2 * D
+    assert rows["flow"]["dims"] == 2 * LITE0_CELLS.grid ** 2
     assert rows["lift_sym"]["dims"] == rows["lift_raw"]["dims"] == 128  # the fixture's d = 64
     assert rows["concat"]["dims"] >= 10 * rows["lift_sym"]["dims"]
     for m in rows.values():

@@ -10,6 +10,7 @@ import torch
 
 from lift import LiFT, LiftConfig
 from lift.backbones import LITE0_CELLS, BackboneRecord, load_backbone
+from lift.config import DINO_BACKBONE, default_pooling
 from lift.errors import BackboneError
 from lift.train import TrainConfig, fit
 
@@ -130,7 +131,7 @@ def test_models_without_flow_keep_their_names():
 # ---- the "global+cells" pooling of efficientnet-lite0 ---------------------------------------------------
 @pytest.fixture(scope="module")
 def lite0_pair():
-    return (load_backbone("efficientnet-lite0", device="cpu", runtime="torch"),
+    return (load_backbone("efficientnet-lite0", device="cpu", runtime="torch", pooling="global"),
             load_backbone("efficientnet-lite0", device="cpu", runtime="torch", pooling="global+cells"))
 
 
@@ -186,20 +187,26 @@ def test_a_changed_projection_file_is_refused(tmp_path, monkeypatch):
 
 
 # ---- through the indexer and the engine ------------------------------------------------------------------
-def test_index_with_cells_pooling_fits_a_flow_lift_and_searches_with_the_recorded_pooling(small_library, tmp_path):
-    """`--pooling global+cells --motion-pin 1`: the record names the pooling, the fitted LiFT reads feature flow
-    with the pinned path, a query video is embedded with the same pooling (its descriptor is its clip's), the
+def test_the_default_pooling_is_the_backbone_s():
+    assert default_pooling("efficientnet-lite0") == "global+cells"
+    assert default_pooling(DINO_BACKBONE) == default_pooling("timm:resnet18") == "global"  # no cells there
+    assert TrainConfig.motion_pin == 1.0
+
+
+def test_the_default_index_pools_cells_fits_a_pinned_flow_lift_and_searches_with_the_recorded_pooling(
+        small_index, small_library, tmp_path):
+    """The default recipe of an efficientnet-lite0 index (the session's small_index, built with no --pooling
+    and no --motion-pin): the record names the "global+cells" pooling, the fitted LiFT reads feature flow with
+    the pinned path, a query video is embedded with the same pooling (its descriptor is its clip's), the
     reverse query negates exactly the motion half, and another pooling on the same index is refused."""
-    from dataclasses import replace
+    import shutil
 
     from indexer.pipeline import IndexSettingsError, run_index
     from search import SearchEngine
     from tests.helpers import small_options
 
     library, clips = small_library
-    index = tmp_path / "idx"
-    opts = small_options(pooling="global+cells")
-    run_index([library], index, replace(opts, train=replace(opts.train, epochs=4, motion_pin=1.0)))
+    index = small_index
     engine = SearchEngine.open(index)
     rec = engine.status()["backbone_record"]
     assert rec["pooling"] == "global+cells" and rec["feature_dim"] == 1280 + LITE0_CELLS.dim
@@ -221,5 +228,7 @@ def test_index_with_cells_pooling_fits_a_flow_lift_and_searches_with_the_recorde
     flow = rows["flow"].fn(seq[None].numpy())
     assert flow.shape == (1, 2 * LITE0_CELLS.grid ** 2)
     np.testing.assert_allclose(rows["flow"].fn(seq.flip(0)[None].numpy()), -flow, atol=1e-5)
+    copy = tmp_path / "idx"
+    shutil.copytree(small_index, copy)
     with pytest.raises(IndexSettingsError, match="pooling"):
-        run_index([library], index, small_options(pooling="global"))
+        run_index([library], copy, small_options(pooling="global"))

@@ -68,7 +68,7 @@ def test_cuda_picks_float16_for_conv_nets_and_batches_keep_features_independent(
     for x, y, z in zip(alone, gpu.encode_videos([a, b, c]), shifted):
         np.testing.assert_array_equal(x, y)
         np.testing.assert_array_equal(x, z)
-    assert [t.shape for t in together] == [(16, 1280), (5, 1280), (27, 1280)]
+    assert [t.shape for t in together] == [(16, gpu.dim), (5, gpu.dim), (27, gpu.dim)]
 
 
 def test_a_ray_index_run_on_cuda_gives_the_local_cuda_run_s_vectors(small_index, small_library, tmp_path):

@@ -15,6 +15,7 @@ from db import Video, open_db
 from indexer.library import IndexDir, VideoFeatures
 from indexer.pipeline import IndexSettingsError, run_index
 from indexer.store import VectorStore
+from lift.config import MOTION_WEIGHT
 from search import SearchEngine, SearchError
 from tests.conftest import slow_on_postgresql
 from tests.helpers import agreement, copy_library, small_options
@@ -44,8 +45,8 @@ def test_search_api(built, small_library):
     assert len(hits) == 5 and q.clip_id not in [h.clip_id for h in hits]
     assert [h.rank for h in hits] == [1, 2, 3, 4, 5]
     assert all(a.score >= b.score for a, b in zip(hits, hits[1:]))
-    for h in hits:  # the score is the weighted sum of its parts
-        assert abs(h.score - (0.5 * h.static_score + 0.5 * h.dynamic_score)) < 1e-5
+    for h in hits:  # the score is the weighted sum of its parts, at the default motion weight
+        assert abs(h.score - ((1 - MOTION_WEIGHT) * h.static_score + MOTION_WEIGHT * h.dynamic_score)) < 1e-5
     # reverse: the dynamic part flips sign for every candidate
     rev = {h.clip_id: h for h in engine.search_clip(q.clip_id, k=len(clips), reverse=True, motion=0.5)}
     fwd = {h.clip_id: h for h in engine.search_clip(q.clip_id, k=len(clips), motion=0.5)}

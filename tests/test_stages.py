@@ -28,7 +28,7 @@ def test_a_video_s_features_do_not_depend_on_its_batch_neighbours(videos, runtim
     alone = [backbone.encode_frames(f) for f in frames]  # one video a call, each padded to 8 frames
     together = backbone.encode_videos(frames)            # 18 frames: batches of 8 across video boundaries
     shifted = backbone.encode_videos([frames[0][:3], *frames])  # every frame at another place in its batch
-    assert [a.shape for a in together] == [(len(f), 1280) for f in frames]
+    assert [a.shape for a in together] == [(len(f), backbone.dim) for f in frames]
     for a, b, c in zip(alone, together, shifted[1:]):
         np.testing.assert_array_equal(a, b)  # bit for bit: every call has the same shape, rows are independent
         np.testing.assert_array_equal(a, c)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from lift.config import MOTION_WEIGHT
 from search import SearchEngine, SearchError
 from tests.helpers import APP, APP_TIMEOUT, app, index_with_outside_link, no_crash, plain, results, shown
 from ui import helpers as h
@@ -69,7 +70,7 @@ def test_search_from_library_and_opposite_action(small_index, monkeypatch):
     assert all(a[2] >= b[2] for a, b in zip(same, same[1:]))   # best first
     text = shown(at)
     assert len(re.findall(r"appearance [+-][\d.]+ · motion [+-][\d.]+", text)) == k
-    assert "score = 0.50 × appearance + 0.50 × motion" in text
+    assert f"score = {1 - MOTION_WEIGHT:.2f} × appearance + {MOTION_WEIGHT:.2f} × motion" in text
     # every result plays from its start second, or says why it shows a still instead (mp4v test videos)
     assert len(at.get("video")) + text.count("does not play in browsers") == k + 1
 
