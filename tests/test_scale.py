@@ -14,7 +14,7 @@ from sqlalchemy import select
 from db import Video, open_db
 from indexer.library import IndexDir, VideoFeatures
 from indexer.pipeline import library_sequences, run_index
-from lift.config import TrainConfig
+from lift.config import MOTION_WEIGHT, TrainConfig
 from search import SearchEngine
 from search.cli import main
 from tests.helpers import small_options
@@ -52,7 +52,8 @@ def test_descriptor_is_the_stored_vector(small_index):
     hit = engine.search_clip(engine.clips()[0].clip_id, k=16)
     best = next(h for h in hit if h.clip_id == c.clip_id)
     q = engine.descriptor(engine.clips()[0].clip_id)
-    assert best.score == pytest.approx(float(0.5 * d @ q), abs=1e-5)
+    h = engine.dim // 2  # the score at the default motion weight, from the two halves
+    assert best.score == pytest.approx(float((1 - MOTION_WEIGHT) * d[:h] @ q[:h] + MOTION_WEIGHT * d[h:] @ q[h:]), abs=1e-5)
 
 
 def test_export_is_one_row_per_clip_readable_by_pandas_polars_duckdb(small_index, tmp_path, capsys):
