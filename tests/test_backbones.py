@@ -78,7 +78,7 @@ def test_batchnorm_folding_keeps_the_features(lite0):
 
 def test_a_backbone_kept_for_its_record_is_not_folded_and_records_the_same(lite0):
     """A Ray driver's backbone (fold=False) proves the index's record without folding; its features agree."""
-    kept = load_backbone("efficientnet-lite0", device="cpu", runtime="torch", fold=False)
+    kept = load_backbone("efficientnet-lite0", device="cpu", runtime="torch", fold=False, pooling="global")
     assert kept.record == lite0.record
     assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in kept.model.modules()) == 49
     frames = np.random.default_rng(0).integers(0, 256, (2, 256, 320, 3), dtype=np.uint8)
