@@ -8,7 +8,7 @@ them are in docs/benchmarks.md ("Vector search at scale").
 The index lives in the store as a *template* (the trained coarse quantizer and codec, no vectors) plus,
 per segment, the FAISS "standalone" codes of its rows (coarse list number + PQ/SQ code, `sa_encode`), so
 that a checkpoint encodes only its own rows and a search process rebuilds the searchable index from
-the codes (`add_sa_codes`) without re-encoding anything.
+the codes (`searchable`) without re-encoding anything.
 """
 from __future__ import annotations
 
@@ -106,14 +106,16 @@ def list_numbers(codes: np.ndarray, width: int) -> np.ndarray:
     return lists
 
 
-def check_codes(index: faiss.Index, codes: np.ndarray) -> None:
-    """Refuse codes whose coarse list numbers lie outside the index (a damaged codes file)."""
+def checked_list_numbers(index: faiss.Index, codes: np.ndarray) -> np.ndarray:
+    """The coarse list numbers of `codes`, refusing codes of the wrong width or whose list numbers lie
+    outside the index (a damaged codes file)."""
     ivf = faiss.extract_index_ivf(index)
-    width = ivf.coarse_code_size()
     if codes.ndim != 2 or codes.shape[1] != index.sa_code_size():
         raise StoreError(f"codes of width {codes.shape[1:]} do not fit this index ({index.sa_code_size()} bytes)")
-    if width and len(codes) and int(list_numbers(codes, width).max()) >= ivf.nlist:
+    numbers = list_numbers(codes, ivf.coarse_code_size())
+    if len(numbers) and int(numbers.max()) >= ivf.nlist:
         raise StoreError("a codes file of the vector store is damaged (list number out of range)")
+    return numbers
 
 
 def searchable(template: bytes, parts, params: AnnParams) -> faiss.Index:
@@ -128,8 +130,7 @@ def searchable(template: bytes, parts, params: AnnParams) -> faiss.Index:
     width = ivf.coarse_code_size()
     counts = np.zeros(ivf.nlist, np.int64)
     for codes, ids in _chunks(parts()):
-        check_codes(index, codes)
-        counts += np.bincount(list_numbers(codes, width), minlength=ivf.nlist)
+        counts += np.bincount(checked_list_numbers(index, codes), minlength=ivf.nlist)
     lists = faiss.downcast_InvertedLists(ivf.invlists)
     for l in np.nonzero(counts)[0].tolist():
         lists.resize(l, int(counts[l]))

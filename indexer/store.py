@@ -47,7 +47,6 @@ _OPEN_TRIES = 5  # a reader that finds a listed file gone (a writer replaced the
 _CHUNK_ROWS = 131_072  # rows scored per step of an exact search
 _FILE_PREFIXES = ("seg-", "tomb-", "codes-", "ann-")
 _BATCH = 8  # fewer queries than this are scored with numpy's BLAS on one thread (see _one_blas_thread)
-_DROP_EVERY = 64  # searches between two drop_pages of the mapped vector files (resident memory stays bounded)
 _blas = None
 
 
@@ -119,7 +118,6 @@ class VectorStore:
         self._ann: dict | None = None  # {"entry", "params": AnnParams, "template": bytes}
         self._ann_index = None         # the searchable IVF index, built on first use
         self._ann_lock = threading.Lock()
-        self._searches = 0
         self._doc: dict | None = None  # the manifest this store was read from / last committed
         self._next_file = 1
         self._legacy: Path | None = None  # a vectors.faiss read into this store, deleted once migrated
@@ -343,9 +341,8 @@ class VectorStore:
                 found = self._search(q, k, allowed, exact)
         else:
             found = self._search(q, k, allowed, exact)
-        self._searches += 1
-        if self._ann is not None and (exact or self._searches % _DROP_EVERY == 0):
-            self._drop_pages()  # a large store: a forced scan maps every page, re-scoring a few per query
+        if self._ann is not None and exact:
+            self._drop_pages()  # a forced scan of a large store mapped every page (re-scoring maps none: read_rows)
         return found
 
     def _drop_pages(self) -> None:
