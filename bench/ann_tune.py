@@ -67,7 +67,7 @@ def timed(fn, qs: np.ndarray) -> tuple[float, np.ndarray]:
     return float(np.percentile(np.array(lat) * 1000, 50)), np.concatenate(out)
 
 
-def by_size(vecs: np.ndarray, ids: np.ndarray, qv: np.ndarray, sizes: list[int], k: int) -> list[dict]:
+def by_size(vecs: np.ndarray, ids: np.ndarray, sizes: list[int], k: int) -> list[dict]:
     from indexer.store import VectorStore
     from lift.config import StoreConfig
 
@@ -102,6 +102,8 @@ def by_size(vecs: np.ndarray, ids: np.ndarray, qv: np.ndarray, sizes: list[int],
 def codes_grid(vecs: np.ndarray, ids: np.ndarray, qv: np.ndarray, k: int, codes: list[str], nprobes: list[int],
                candidates: list[int]) -> list[dict]:
     """Every code type trained on one sample (the same coarse lists), then every nprobe x candidates."""
+    import faiss
+
     from indexer import ann
     from lift.config import StoreConfig
 
@@ -120,7 +122,7 @@ def codes_grid(vecs: np.ndarray, ids: np.ndarray, qv: np.ndarray, k: int, codes:
         t0 = time.perf_counter()
         codes_arr = ann.encode(template, vecs)
         encode_s = time.perf_counter() - t0
-        index = ann.searchable(__import__("faiss").serialize_index(template).tobytes(), lambda: [(codes_arr, ids)], params)
+        index = ann.searchable(faiss.serialize_index(template).tobytes(), lambda: [(codes_arr, ids)], params)
         for nprobe in nprobes:
             for n_cand in candidates:
                 p = dataclasses.replace(params, nprobe=nprobe)
@@ -176,7 +178,7 @@ def main(argv=None) -> int:
     qv = vecs[rng.choice(len(ids), size=a.queries, replace=False)]
     result = {"index": str(a.index), "vectors": len(ids), "dim": dim, "queries_per_mode": a.queries, "threads": a.threads,
               "date": time.strftime("%Y-%m-%d %H:%M")}
-    result["by_size"] = by_size(vecs, ids, qv, [int(x) for x in a.sizes.split(",") if int(x) < len(ids)], 10)
+    result["by_size"] = by_size(vecs, ids, [int(x) for x in a.sizes.split(",") if int(x) < len(ids)], 10)
     result["codes"] = codes_grid(vecs, ids, qv, 10, a.codes.split(","), [int(x) for x in a.nprobe.split(",")],
                                  [int(x) for x in a.candidates.split(",")])
     result["memory_at_10M_mb"] = {c: round(10_000_000 * (r["code_bytes"] + 8) / 2**20)

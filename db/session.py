@@ -162,13 +162,17 @@ def has_column(session: Session, table: str, column: str) -> bool:
     return any(c["name"] == column for c in inspect(session.connection()).get_columns(table))
 
 
+def in_parts(values, size: int = 10_000):
+    """`values` (a list) in slices small enough for one SQL `IN (...)` (SQLite limits bound parameters)."""
+    for i in range(0, len(values), size):
+        yield values[i:i + size]
+
+
 def delete_videos(session: Session, video_ids) -> None:
     """Delete these videos' rows and their clips' rows (the caller's transaction commits)."""
     from .schema import Clip, Video
 
-    ids = [int(i) for i in video_ids]
-    for i in range(0, len(ids), 10_000):  # (one IN list per 10,000: SQLite limits bound parameters)
-        part = ids[i:i + 10_000]
+    for part in in_parts([int(i) for i in video_ids]):
         session.execute(delete(Clip).where(Clip.video_id.in_(part)))
         session.execute(delete(Video).where(Video.id.in_(part)))
 
@@ -189,8 +193,7 @@ def clip_rows(bind: Engine, ids) -> dict[int, tuple[int, str, float, float]]:
     mark = _MARKS.get(bind.dialect.paramstyle)
     out = {}
     with bind.connect() as c:
-        for i in range(0, len(ids), 10_000):  # (one IN list per 10,000: SQLite limits bound parameters)
-            part = ids[i:i + 10_000]
+        for part in in_parts(ids):
             if mark is None:
                 rows = c.execute(select(Clip.id, Video.path, Clip.start_s, Clip.end_s).join(Video, Clip.video_id == Video.id)
                                  .where(Clip.id.in_(part))).all()

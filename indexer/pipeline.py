@@ -29,10 +29,10 @@ from lift.files import TEMP_SUFFIX
 from lift.runtime import resolve_device
 from lift.train import fit, lift_config
 
+from .decode import DecoderConfig, failure_reason
 from .library import IndexDir, VideoFeatures
 from .lock import IndexLock
-from .stages import (DecoderConfig, Describer, Embedder, Pending, Planner, Runner, Writer, failure_reason,
-                     progress_bar, write_checkpoint)
+from .stages import Describer, Embedder, Pending, Planner, Runner, Writer, progress_bar, write_checkpoint
 from .store import StoreError, VectorStore
 from .testpoint import enabled as _test_enabled
 from .testpoint import testpoint
@@ -283,8 +283,9 @@ def _check_settings(sessions, opts: IndexOptions, roots, record: BackboneRecord)
 def _open_store(idx: IndexDir, sessions, opts: IndexOptions) -> VectorStore:
     with sessions() as s:
         dim = get_setting(s, "dim")
-    store = VectorStore(idx.vectors, dim or 0, config=opts.store)
-    if dim is not None:
+    if dim is None:
+        store = VectorStore(idx.vectors, 0, config=opts.store)
+    else:
         try:  # (an index of lift-search 0.1 has one vectors.faiss: read now, migrated at the first commit)
             store = VectorStore.open(idx.vectors, dim, opts.store, writable=True, legacy=idx.legacy_vectors)
         except StoreError as e:  # never overwritten: it may be someone's file; the user decides

@@ -17,7 +17,7 @@ import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from db import Clip, delete_videos
+from db import Clip, delete_videos, in_parts
 
 from .store import VectorStore
 from .testpoint import testpoint
@@ -37,12 +37,6 @@ def disagreement(session: Session, store: VectorStore) -> tuple[np.ndarray, np.n
     return np.setdiff1d(db_ids, store_ids), np.setdiff1d(store_ids, db_ids)
 
 
-def _parts(values: list, size: int = 10_000):
-    """`values` in slices small enough for one SQL `IN (...)`."""
-    for i in range(0, len(values), size):
-        yield values[i:i + size]
-
-
 def reconcile(sessions: sessionmaker, store: VectorStore) -> dict:
     """Repair the index in place (the caller holds the indexer lock); returns what was done.
     The caller commits the store if `removed_vectors` > 0."""
@@ -50,10 +44,10 @@ def reconcile(sessions: sessionmaker, store: VectorStore) -> dict:
         missing, orphans = disagreement(s, store)
         videos = []
         if len(missing):
-            videos = sorted({v for part in _parts(missing.tolist())
+            videos = sorted({v for part in in_parts(missing.tolist())
                              for v in s.scalars(select(Clip.video_id).where(Clip.id.in_(part)))})
             # the whole video goes, so it is re-queued as one piece; its other vectors go too
-            other = [c for part in _parts(videos) for c in s.scalars(select(Clip.id).where(Clip.video_id.in_(part)))]
+            other = [c for part in in_parts(videos) for c in s.scalars(select(Clip.id).where(Clip.video_id.in_(part)))]
             orphans = np.union1d(orphans, np.asarray(other, np.int64))
             delete_videos(s, videos)
     testpoint("reconciled-db")

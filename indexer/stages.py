@@ -27,10 +27,10 @@ import numpy as np
 from sqlalchemy import delete, func, insert, select, update
 from tqdm.auto import tqdm
 
-from db import Clip, Failure, Video, delete_videos, get_setting, set_setting
+from db import Clip, Failure, Video, delete_videos, get_setting, in_parts, set_setting
 from lift.config import IndexOptions
 
-from .decode import Decoded, DecoderConfig, failure_reason
+from .decode import Decoded
 from .library import THUMB_HEIGHT, IndexDir, VideoFeatures
 from .reconcile import reconcile
 from .scan import ScannedFile, content_hash, scan
@@ -254,8 +254,7 @@ class Writer:
         if not video_ids:
             return
         with self.sessions() as s:
-            clip_ids = [c for i in range(0, len(video_ids), 10_000)
-                        for c in s.scalars(select(Clip.id).where(Clip.video_id.in_(video_ids[i:i + 10_000])))]
+            clip_ids = [c for part in in_parts(video_ids) for c in s.scalars(select(Clip.id).where(Clip.video_id.in_(part)))]
         if self.store.remove(clip_ids):  # vectors first, then rows: a crash in between is repaired
             self.store.commit()
         testpoint("removed-vectors")
@@ -350,5 +349,5 @@ def progress_bar(total: int, opts: IndexOptions) -> tqdm:
     return tqdm(total=total, desc="decode+embed", unit="video", disable=not opts.progress)
 
 
-__all__ = ["Runner", "Timing", "Pending", "Plan", "Planner", "DecoderConfig", "failure_reason", "thumbnails",
+__all__ = ["Runner", "Timing", "Pending", "Plan", "Planner", "thumbnails",
            "EmbedderSpec", "Embedder", "Describer", "Writer", "write_checkpoint", "progress_bar"]

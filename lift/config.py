@@ -22,7 +22,7 @@ DINO_BACKBONE = "dinov2-vits14-reg"      # the paper's backbone (weights from th
 DECODE_TIMEOUT_S = 120.0                 # a decoder silent this long on one file is killed, the file recorded
 DECODE_WORKERS = 2                       # decoder processes
 LIFT_SPECS = ("auto", "fit", "official")  # or a checkpoint path
-POOLINGS = ("global", "global+cells")    # the features per frame (lift.backbones.POOLINGS says what each is)
+POOLINGS = ("global", "global+cells")    # the features per frame (lift/backbones.py says what each is)
 CELLS_BACKBONES = ("efficientnet-lite0",)  # those with a "global+cells" pooling (lift.backbones.LITE0_CELLS)
 
 SEARCH_K = 10                            # results per query

@@ -63,3 +63,8 @@ def safetensors_metadata(path: str | Path) -> dict | None:
     except ValueError:
         return None
     return (header.get("__metadata__") or {}) if isinstance(header, dict) else None
+
+
+def shown_path(path: str) -> str:
+    """A file name as JSON or Parquet text can carry it: bytes that are not UTF-8 (surrogate escapes) as \\xNN."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")

@@ -42,6 +42,7 @@ from starlette.exceptions import HTTPException
 from indexer.segments import MANIFEST
 from lift.config import API_KEY_ENV, MOTION_WEIGHT, OVERLAP_MODES, SEARCH_K, ServeOptions
 from lift.errors import BackboneError, CheckpointError, LiftSearchError, UsageError
+from lift.files import shown_path
 
 from . import uploads
 from .engine import Clip, Hit, MediaUnavailableError, SearchEngine, UnknownClipError, UnreadableVideoError
@@ -54,11 +55,6 @@ UPLOAD_SLACK = 2**20  # a multipart body's bytes beyond the file itself (boundar
 
 
 # ---- models -------------------------------------------------------------------------------------
-def shown_path(path: str) -> str:
-    """A file name as JSON can carry it: bytes that are not UTF-8 (surrogate escapes) as \\xNN."""
-    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-
-
 class ClipOut(BaseModel):
     clip_id: int
     video_path: str

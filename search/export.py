@@ -15,15 +15,11 @@ import numpy as np
 from sqlalchemy import select
 
 from db import Clip, Video
-from lift.files import atomic_write
+from lift.files import atomic_write, shown_path
 
 from .engine import SearchEngine
 
 BATCH = 65_536  # clips per Parquet row group
-
-
-def _text(path: str) -> str:
-    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def export_parquet(engine: SearchEngine, out: str | Path, latents: bool = False, batch: int = BATCH) -> int:
@@ -49,7 +45,7 @@ def export_parquet(engine: SearchEngine, out: str | Path, latents: bool = False,
             part, ids, desc = [r for r, ok in zip(part, found) if ok], ids[found], desc[found]
             if not part:
                 continue
-            cols = {"clip_id": ids, "video_path": [_text(r.path) for r in part],
+            cols = {"clip_id": ids, "video_path": [shown_path(r.path) for r in part],
                     "start_s": [r.start_s for r in part], "end_s": [r.end_s for r in part],
                     "descriptor": _lists(desc)}
             if latents:
