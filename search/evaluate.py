@@ -410,30 +410,40 @@ def lift_retrieval(desc: np.ndarray, group, cls, k: int, motion: float = 0.5,
                              group, cls, k)
 
 
-def engine_rankings(bench: Benchmark, k: int, motion: float,
-                    scene: np.ndarray | None = None) -> tuple[list[list[int]], list[list[int]]]:
+Rankings = tuple[list[list[int]], list[list[int]]]  # forward, reverse: each labelled clip's top-k (row numbers)
+
+
+def engine_rankings(bench: Benchmark, k: int, motion: float, scene: np.ndarray | None = None) -> Rankings:
     """Each labelled clip's forward and reverse top-k among the labelled clips, via SearchEngine.search_clip
     (other hits, e.g. unlabelled videos, are skipped; the request grows until k labelled hits come back).
     With `scene` (one per labelled clip), hits from the query's own scene are skipped too."""
+    everywhere, across = _engine_rankings(bench, k, motion, scene)
+    return everywhere if scene is None else across
+
+
+def _engine_rankings(bench: Benchmark, k: int, motion: float,
+                     scene: np.ndarray | None) -> tuple[Rankings, Rankings | None]:
+    """engine_rankings without and (with `scene`) with the query's own scene, from the same searches."""
     engine = bench.engine
     where = {int(c): i for i, c in enumerate(bench.clip_ids)}
     total = len(engine.store)
-    out = ([], [])
+    everywhere, across = ([], []), None if scene is None else ([], [])
     for q, cid in enumerate(bench.clip_ids):
-        allowed = len(where) - 1 if scene is None else int((scene != scene[q]).sum())
-        for reverse, ranked in ((False, out[0]), (True, out[1])):
+        need = min(k, len(where) - 1)
+        need_across = 0 if scene is None else min(k, int((scene != scene[q]).sum()))
+        for way, reverse in enumerate((False, True)):
             ask = min(total, k + 8)
             while True:
                 hits = engine.search_clip(int(cid), k=ask, reverse=reverse, motion=motion)
                 idx = [where[h.clip_id] for h in hits if h.clip_id in where]
-                if scene is not None:
-                    idx = [j for j in idx if scene[j] != scene[q]]
-                idx = idx[:k]
-                if len(idx) >= min(k, allowed) or ask >= total:
+                other = [] if scene is None else [j for j in idx if scene[j] != scene[q]]
+                if (len(idx) >= need and len(other) >= need_across) or ask >= total:
                     break
                 ask = min(total, ask * 4)
-            ranked.append(idx)
-    return out
+            everywhere[way].append(idx[:k])
+            if across is not None:
+                across[way].append(other[:k])
+    return everywhere, across
 
 
 def run_retrieval(bench: Benchmark, k: int = 5, weights: Sequence[float] = MOTION_WEIGHTS, model=None,
@@ -456,10 +466,10 @@ def run_retrieval(bench: Benchmark, k: int = 5, weights: Sequence[float] = MOTIO
     sweep = []
     for w in weights:
         t0 = time.perf_counter()
-        fwd, rev = engine_rankings(bench, k, w)
-        row = {"motion": float(w), **retrieval_metrics(fwd, rev, g, c, k)}
-        if scene is not None:
-            row["cross_scene"] = retrieval_metrics(*engine_rankings(bench, k, w, scene), g, c, k)
+        everywhere, across = _engine_rankings(bench, k, w, scene)
+        row = {"motion": float(w), **retrieval_metrics(*everywhere, g, c, k)}
+        if across is not None:
+            row["cross_scene"] = retrieval_metrics(*across, g, c, k)
         sweep.append({**row, "seconds": round(time.perf_counter() - t0, 3)})
     n_pairs = len({(a, b) for a, b in zip(g.tolist(), c.tolist())})
     return {"protocol": f"chiral retrieval: each labelled clip queries the others; forward top-1 = same group "
