@@ -6,6 +6,8 @@ from typing import Callable
 
 import numpy as np
 
+from lift.config import MOTION_WEIGHT
+
 from .format import bench_title, pct
 
 
@@ -41,7 +43,7 @@ def headline(data: dict) -> dict:
             "lift_probe": lift["accuracy"], "lift_raw_probe": probe["lift_raw"]["accuracy"],
             "best_baseline": best["name"], "best_baseline_probe": best["accuracy"],
             "concat_over_lift_dims": probe["concat"]["dims"] / lift["dims"],
-            "lift_engine_w0.5": {k: v for k, v in sweep[0.5].items() if k != "per_group"}}
+            "lift_engine_default": {k: v for k, v in sweep[MOTION_WEIGHT].items() if k != "per_group"}}
 
 
 Metric = Callable[[dict], float]

@@ -53,11 +53,11 @@ def title_and_summary(data: dict) -> list[str]:
         "one descriptor per video, can a linear classifier tell an action from its time reversal?\n"
         "2. **Chiral retrieval** (`lift-search eval retrieval`): is a clip's top search result the same action "
         "(forward), and is its *reverse* query's top result the opposite action (reverse)?\n")
-    w05 = h["lift_engine_w0.5"]
+    w = h["lift_engine_default"]
     add("**Summary** (main synthetic benchmark, LiFT trained on it by the indexer):\n")
-    add(f"- LiFT search at the default motion weight 0.5: forward top-1 **{pct(w05['forward_top1'])} %**, "
-        f"reverse top-1 **{pct(w05['reverse_top1'])} %** (mean {pct(w05['chiral_top1'])} %; both right for "
-        f"{pct(w05['both_top1'])} % of the clips).")
+    add(f"- LiFT search at the default motion weight {w['motion']:g}: forward top-1 **{pct(w['forward_top1'])} %**, "
+        f"reverse top-1 **{pct(w['reverse_top1'])} %** (mean {pct(w['chiral_top1'])} %; both right for "
+        f"{pct(w['both_top1'])} % of the clips).")
     add(f"- Mean pooling is time-blind: its forward and reverse queries rank identically, so it is never right "
         f"on both (both = {pct(h['mean_pooling_both_top1'])} %) and its forward+reverse mean is "
         f"{pct(h['mean_pooling_chiral_top1'])} %, chance. (Its reverse top-1 alone, "
