@@ -164,6 +164,7 @@ def main(argv: list[str] | None = None) -> dict:
             tmp.cleanup()
 
     local = [x["seconds"] for x in runs["local"]]
+    local_after = [x["seconds"] - x["stages"]["first features (start-up)"] for x in runs["local"]]
     summary = {}
     for way in WAYS:
         secs = [x["seconds"] for x in runs[way]]
@@ -174,7 +175,6 @@ def main(argv: list[str] | None = None) -> dict:
         # the run once its first features are cached: the rate at which it indexes, start-up aside
         after = [x["seconds"] - x["stages"].get("ray (connect)", 0.0) - x["stages"]["first features (start-up)"]
                    for x in runs[way]]
-        local_after = [x["seconds"] - x["stages"]["first features (start-up)"] for x in runs["local"]]
         summary[way] = {"seconds_median": statistics.median(secs), "seconds": secs,
                         "less_connect_median": statistics.median(connected),
                         "less_connect_ratio_median": statistics.median(a / b for a, b in zip(connected, local)),
