@@ -241,10 +241,9 @@ def _open_backbone(sessions, opts: IndexOptions, device) -> Backbone:
     # the index's own pooling; an index from before backbone records had the pooled features ("global")
     pooling = opts.pooling or (recorded.pooling if recorded else default_pooling(name) if new else "global")
     try:
-        # with Ray the driver's backbone only proves the record (the actors embed): no export, no folding
-        return load_backbone(name, device="cpu" if opts.ray else device, weights=weights,
-                             runtime="torch" if opts.ray else opts.runtime, pooling=pooling, expect=recorded,
-                             fold=not opts.ray)
+        # with Ray the driver's backbone proves the record and gives CPU actors its ONNX export (the actors embed)
+        return load_backbone(name, device="cpu" if opts.ray else device, weights=weights, runtime=opts.runtime,
+                             pooling=pooling, expect=recorded)
     except BackboneMismatch as e:
         raise IndexSettingsError(
             f"this index's features were made by {recorded.name} with weights {recorded.weights_digest} "

@@ -167,16 +167,25 @@ class EmbedderSpec:
     runtime: str = "auto"
     weights: str | None = None       # a weights file other than the recorded one (--backbone-weights)
     threads: int | None = None       # torch threads on the CPU (None: as the process has them)
+    onnx: bytes | None = None        # the record's backbone exported to ONNX and checked by the driver (a CPU
+                                     # actor runs it: Backbone.from_onnx), else the actor builds the backbone
 
     def build(self) -> "Embedder":
         import torch
 
-        from lift.backbones import BackboneRecord, backbone_from_record
+        from lift.backbones import Backbone, BackboneRecord, backbone_from_record
 
         if self.threads:
             torch.set_num_threads(self.threads)
-        backbone = backbone_from_record(BackboneRecord.from_dict(self.record), self.device, self.weights,
-                                        self.runtime)  # refuses weights whose digest is not the record's
+        record, backbone = BackboneRecord.from_dict(self.record), None
+        if self.onnx is not None:
+            try:
+                backbone = Backbone.from_onnx(record, self.onnx, self.threads)
+            except Exception as e:  # this node's ONNX Runtime is missing, or older than the driver's
+                log.warning("the driver's ONNX export of backbone %s does not run here (%s: %s): building the "
+                            "backbone from its record", record.name, type(e).__name__, str(e)[:200])
+        if backbone is None:  # refuses weights whose digest is not the record's
+            backbone = backbone_from_record(record, self.device, self.weights, self.runtime)
         return Embedder(backbone, IndexDir(self.index))
 
 

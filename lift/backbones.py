@@ -24,14 +24,13 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import timm
-import torch
+import torch  # timm (2.5 s to import) in the functions that build models: Backbone.from_onnx needs none
 import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import CELLS_BACKBONES, DEFAULT_BACKBONE, DINO_BACKBONE, POOLINGS, default_pooling
 from .errors import BackboneError
-from .runtime import RUNTIMES, onnx_features, resolve_device
+from .runtime import RUNTIMES, onnx_features, onnx_session, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +201,7 @@ class Backbone:
     def __init__(self, name: str, model: nn.Module, preprocess: PreprocessConfig,
                  device: str | torch.device = "auto", cpu_bf16: bool = False, runtime: str = "auto",
                  weights_source: str = RANDOM_INIT, pooling: str = "global",
-                 expect: BackboneRecord | None = None, fold: bool = True):
+                 expect: BackboneRecord | None = None):
         if runtime not in RUNTIMES:
             raise BackboneError(f"unknown runtime {runtime!r}; valid: {', '.join(RUNTIMES)}")
         cells = _cells_spec(name, pooling)
@@ -216,10 +215,8 @@ class Backbone:
         if expect is not None and (diff := expect.differences(self.record)):  # before any export or copy
             raise BackboneMismatch(expect, self.record, diff)
         self.model = model.eval().requires_grad_(False).to(self.device)
-        if fold:  # (fold=False: a backbone kept for its record, e.g. a Ray driver's, saves the traced forward)
-            self.model = fold_batchnorm(self.model, preprocess.crop)
-        self._mean = torch.tensor(preprocess.mean, device=self.device).view(1, 3, 1, 1)
-        self._std = torch.tensor(preprocess.std, device=self.device).view(1, 3, 1, 1)
+        self.model = fold_batchnorm(self.model, preprocess.crop)
+        self._mean, self._std = _normalizer(preprocess, self.device)
         self.features = (PooledAndCells(self.model, cells) if cells else Pooled(self.model)).to(self.device).eval()
         self.dim: int = self.record.feature_dim
         self.amp_dtype: torch.dtype | None = None
@@ -233,16 +230,32 @@ class Backbone:
                 log.warning("this CPU has no native bfloat16 (AVX512-BF16 or AMX): %s runs in float32", name)
         # the feature pass: ONNX Runtime on the CPU (~1.5x faster than PyTorch eager, same features up to
         # float rounding; see runtime.py), unless runtime="torch", bfloat16 or a GPU is asked for
-        self._onnx = None
+        self._onnx, self.onnx_file = None, None
         if runtime == "onnxruntime" and (self.device.type != "cpu" or self.amp_dtype is not None):
             raise BackboneError("runtime 'onnxruntime' runs float32 on the CPU only: use device cpu without cpu_bf16")
         if runtime != "torch" and self.device.type == "cpu" and self.amp_dtype is None:
             from .checkpoint import cache_dir
-            self._onnx = onnx_features(name, self.features, preprocess.crop, cache_dir() / "onnx")
+            self._onnx, self.onnx_file = onnx_features(name, self.features, preprocess.crop,
+                                                       cache_dir() / "onnx") or (None, None)
             if self._onnx is None and runtime == "onnxruntime":
                 raise BackboneError(f"backbone {name!r} cannot run in ONNX Runtime (see the warning above); "
                                     f"use runtime 'torch'")
         self.runtime = "onnxruntime" if self._onnx is not None else "torch"
+
+    @classmethod
+    def from_onnx(cls, record: BackboneRecord, onnx: bytes, threads: int | None = None) -> "Backbone":
+        """The feature pass of a backbone that another process built from ``record`` and ran in ONNX Runtime
+        (its ``onnx_file``, exported and checked against PyTorch there): that file's bytes in ONNX Runtime on
+        this CPU, with no timm model to build and no weights to read. A Ray embed actor starts so ~3 s sooner
+        than by building the backbone again (importing timm alone takes 2.5 s), and makes the same features as
+        the backbone it came from. Features only: it has no PyTorch model (``pooled``, ``classify``)."""
+        self = cls.__new__(cls)
+        self.name, self.preprocess, self.record, self.dim = record.name, record.preprocess, record, record.feature_dim
+        self.device, self.amp_dtype, self.model, self.features = torch.device("cpu"), None, None, None
+        self._mean, self._std = _normalizer(record.preprocess, self.device)
+        self._onnx, self.onnx_file = onnx_session(onnx, threads or torch.get_num_threads()), None
+        self.runtime = "onnxruntime"
+        return self
 
     def __repr__(self) -> str:
         return (f"Backbone({self.name!r}, dim={self.dim}, device={self.device}, runtime={self.runtime}, "
@@ -274,6 +287,8 @@ class Backbone:
 
     def pooled(self, x: torch.Tensor) -> torch.Tensor:
         """The frame features (see POOLINGS) of preprocessed frames (N, 3, S, S) -> (N, D), in PyTorch."""
+        if self.features is None:
+            raise BackboneError(f"backbone {self.name!r} runs in ONNX Runtime only (Backbone.from_onnx)")
         return self.features(x)
 
     def probe(self, n: int = 8) -> torch.Tensor:
@@ -338,6 +353,11 @@ class Backbone:
         if not n_classes:
             raise BackboneError(f"backbone {self.name!r} has no classifier head")
         return self._run([frames], batch_size or self.batch_size, lambda x: self.model(x).softmax(-1), n_classes)[0]
+
+
+def _normalizer(preprocess: PreprocessConfig, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The preprocessing's mean and std as (1, 3, 1, 1) tensors on ``device``."""
+    return tuple(torch.tensor(v, device=device).view(1, 3, 1, 1) for v in (preprocess.mean, preprocess.std))
 
 
 AMP_CANDIDATES = (torch.float16, torch.bfloat16)  # in order of preference: fp16 keeps 10 mantissa bits, bf16 7
@@ -501,6 +521,7 @@ def _timm_model(name: str, arch: str, weights: str | Path | None, pretrained: bo
                 **kwargs) -> tuple[nn.Module, str]:
     """timm model with weights from a local file, the HF hub (cache first), or random init; and where
     the weights came from (BackboneRecord.weights_source)."""
+    import timm
     if weights is None and not pretrained:
         return timm.create_model(arch, pretrained=False, **kwargs), RANDOM_INIT
     source = None
@@ -526,6 +547,7 @@ def lite0_model(weights: str | Path | None, pretrained: bool) -> nn.Module:
 
 
 def _lite0(weights: str | Path | None, pretrained: bool) -> tuple[nn.Module, str]:
+    import timm
     model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
     if weights is None and not pretrained:
         return model, RANDOM_INIT
@@ -556,6 +578,7 @@ def _cells_spec(name: str, pooling: str) -> CellsSpec | None:
 
 
 def _timm_preprocess(model: nn.Module) -> PreprocessConfig:
+    import timm
     cfg = timm.data.resolve_data_config(model=model)
     size = cfg["input_size"][-1]
     resize = math.floor(size / cfg["crop_pct"])  # timm's eval transform uses floor
@@ -565,7 +588,7 @@ def _timm_preprocess(model: nn.Module) -> PreprocessConfig:
 def load_backbone(name: str = DEFAULT_BACKBONE, device: str | torch.device = "auto",
                   weights: str | Path | None = None, pretrained: bool = True, cpu_bf16: bool = False,
                   runtime: str = "auto", preprocess: PreprocessConfig | None = None,
-                  pooling: str | None = None, expect: BackboneRecord | None = None, fold: bool = True) -> Backbone:
+                  pooling: str | None = None, expect: BackboneRecord | None = None) -> Backbone:
     """Build a backbone by name. weights: a local file (safetensors/.pth/.bin) overriding the default
     source; pretrained=False with weights=None gives a random init (architecture checks, tests).
     cpu_bf16: on CPU, run the model under bfloat16 autocast where the CPU supports it natively (on CUDA
@@ -573,9 +596,8 @@ def load_backbone(name: str = DEFAULT_BACKBONE, device: str | torch.device = "au
     CPU in ONNX Runtime when the model exports, else PyTorch; "torch" or "onnxruntime" to choose.
     preprocess: instead of the backbone's own (e.g. a recorded one: see backbone_from_record). expect: raise
     BackboneMismatch, as soon as the weights are loaded, if the backbone is not the one this record describes.
-    pooling: one of POOLINGS (the features per frame); None: default_pooling(name), a new index's. fold: fold
-    BatchNorms into convolutions (fold_batchnorm: the same features up to float rounding, faster); False for a
-    backbone that is kept for its record only."""
+    pooling: one of POOLINGS (the features per frame); None: default_pooling(name), a new index's."""
+    import timm
     arch = name.removeprefix("timm:") if name.startswith("timm:") else None
     if name not in BACKBONES and not (arch and timm.is_model(arch)):
         raise BackboneError(f"unknown backbone {name!r}; valid names: {', '.join(BACKBONES)}, or "
@@ -592,7 +614,7 @@ def load_backbone(name: str = DEFAULT_BACKBONE, device: str | torch.device = "au
         model, source = _timm_model(name, arch, weights, pretrained, num_classes=0)
         own = _timm_preprocess(model)
     return Backbone(name, model, preprocess or own, device, cpu_bf16, runtime, weights_source=source,
-                    pooling=pooling or default_pooling(name), expect=expect, fold=fold)
+                    pooling=pooling or default_pooling(name), expect=expect)
 
 
 def backbone_from_record(record: BackboneRecord | dict, device: str | torch.device = "auto",

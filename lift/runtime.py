@@ -56,12 +56,34 @@ def _export(module: nn.Module, size: int, path: Path) -> None:
                           dynamic_axes={"x": {0: "n"}, "features": {0: "n"}}, dynamo=False)
 
 
+def onnx_session(model: str | Path | bytes, threads: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """ONNX Runtime on the CPU running an exported feature pass (its file, or the file's bytes): a function of
+    preprocessed frames (N, 3, S, S) -> (N, D)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    # no busy-waiting between calls: on a small machine it would steal the decode workers' cores
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.log_severity_level = 3
+    session = ort.InferenceSession(model if isinstance(model, bytes) else str(model), opts,
+                                   providers=["CPUExecutionProvider"])
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        x = np.ascontiguousarray(x.detach().float().cpu().numpy())  # ORT wants NCHW
+        return torch.from_numpy(session.run(None, {"x": x})[0])
+
+    return run
+
+
 def onnx_features(name: str, module: nn.Module, size: int,
-                  cache: Path) -> Callable[[torch.Tensor], torch.Tensor] | None:
+                  cache: Path) -> tuple[Callable[[torch.Tensor], torch.Tensor], Path] | None:
     """An ONNX Runtime function computing the feature module ``module`` (N, 3, size, size) -> (N, D) (e.g.
-    lift.backbones.Pooled) on the CPU, or None (after a warning) when it cannot be run that way."""
+    lift.backbones.Pooled) on the CPU, and the exported file it runs; or None (after a warning) when it
+    cannot be run that way."""
     try:
-        import onnxruntime as ort
+        import onnxruntime  # noqa: F401
     except ImportError as e:
         log.warning("onnxruntime is not importable (%s): backbone %s runs in PyTorch", e, name)
         return None
@@ -71,18 +93,7 @@ def onnx_features(name: str, module: nn.Module, size: int,
         if not path.is_file():
             log.info("exporting backbone %s to ONNX (once): %s", name, path)
             _export(module, size, path)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = torch.get_num_threads()  # the user's torch setting holds here too
-        opts.inter_op_num_threads = 1
-        # no busy-waiting between calls: on a small machine it would steal the decode workers' cores
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        opts.log_severity_level = 3
-        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-
-        def run(x: torch.Tensor) -> torch.Tensor:
-            x = np.ascontiguousarray(x.detach().float().cpu().numpy())  # ORT wants NCHW
-            return torch.from_numpy(session.run(None, {"x": x})[0])
-
+        run = onnx_session(path, torch.get_num_threads())  # the user's torch setting holds here too
         probe = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
         with torch.no_grad():
             want, got = module(probe), run(probe)
@@ -95,4 +106,4 @@ def onnx_features(name: str, module: nn.Module, size: int,
         log.warning("backbone %s: ONNX Runtime output differs from PyTorch's (max abs error %.2e): it runs "
                     "in PyTorch", name, err)
         return None
-    return run
+    return run, path

@@ -76,14 +76,23 @@ def test_batchnorm_folding_keeps_the_features(lite0):
     np.testing.assert_allclose(lite0.encode_frames(random_frames(3, 224, 300)), want, rtol=1e-4, atol=1e-4)
 
 
-def test_a_backbone_kept_for_its_record_is_not_folded_and_records_the_same(lite0):
-    """A Ray driver's backbone (fold=False) proves the index's record without folding; its features agree."""
-    kept = load_backbone("efficientnet-lite0", device="cpu", runtime="torch", fold=False, pooling="global")
-    assert kept.record == lite0.record
-    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in kept.model.modules()) == 49
-    frames = np.random.default_rng(0).integers(0, 256, (2, 256, 320, 3), dtype=np.uint8)
-    a, b = kept.encode_videos([frames])[0], lite0.encode_videos([frames])[0]
-    np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
+def test_a_backbone_from_its_onnx_export_gives_the_same_features_without_timm(lite0, tmp_path):
+    """A Ray CPU actor's backbone: the driver's ONNX export, run with no timm model built (nor timm imported)."""
+    frames = np.random.default_rng(0).integers(0, 256, (10, 256, 320, 3), dtype=np.uint8)
+    want = lite0.encode_videos([frames[:3], frames[3:]])
+    code = f"""
+import sys, numpy as np
+from lift.backbones import Backbone, BackboneRecord
+b = Backbone.from_onnx(BackboneRecord.from_dict({lite0.record.to_dict()!r}), open(sys.argv[1], "rb").read(), 2)
+frames = np.random.default_rng(0).integers(0, 256, (10, 256, 320, 3), dtype=np.uint8)
+np.save(sys.argv[2], np.concatenate(b.encode_videos([frames[:3], frames[3:]])))
+assert b.runtime == "onnxruntime" and b.dim == {lite0.dim} and "timm" not in sys.modules, sorted(sys.modules)
+"""
+    out = tmp_path / "features.npy"
+    subprocess.run([sys.executable, "-c", code, str(lite0.onnx_file), str(out)], check=True, cwd=REPO)
+    np.testing.assert_array_equal(np.load(out), np.concatenate(want))  # the same model in the same runtime
+    with pytest.raises(BackboneError, match="ONNX Runtime only"):
+        Backbone.from_onnx(lite0.record, lite0.onnx_file.read_bytes()).pooled(torch.zeros(1, 3, 224, 224))
 
 
 def test_batchnorm_folding_only_folds_a_conv_feeding_a_batchnorm():
@@ -139,10 +148,11 @@ def test_onnx_export_is_cached_and_checked(tmp_path, monkeypatch, caplog):
     second = rt.onnx_features("timm:resnet18", model, 64, tmp_path / "onnx")
     assert first is not None and second is not None and len(calls) == 1  # exported once, then read
     (onnx_file,) = (tmp_path / "onnx").glob("*.onnx")
+    assert second[1] == onnx_file
     assert oct(onnx_file.stat().st_mode)[-3:] == "644" and not list((tmp_path / "onnx").glob("*.tmp"))
     x = torch.randn(3, 3, 64, 64)
     with torch.no_grad():
-        torch.testing.assert_close(second(x), model(x), rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(second[0](x), model(x), rtol=1e-4, atol=1e-4)
     # a cached file that does not compute this model (here: another model's weights) is caught and not used
     other = load_backbone("timm:resnet18", device="cpu", pretrained=False).features
     onnx_file.rename(tmp_path / "onnx" / f"timm_resnet18-64-{rt._digest(other, 64)}.onnx")

@@ -8,7 +8,7 @@ import torch
 
 from indexer.decode import decode_one
 from indexer.library import IndexDir, VideoFeatures
-from indexer.stages import Embedder
+from indexer.stages import Embedder, EmbedderSpec
 from lift import load_backbone
 from lift.backbones import choose_amp_dtype
 
@@ -50,6 +50,21 @@ def test_the_embedder_caches_the_same_features_however_videos_are_grouped(videos
         np.testing.assert_array_equal(a.feats, b.feats)
         np.testing.assert_array_equal(a.frame_indices, d.frame_indices)
         assert a.plans == d.plans and a.thumbs.shape[0] == len(d.plans)
+
+
+def test_a_ray_actor_s_embedder_runs_the_driver_s_onnx_export_or_builds_the_backbone(tmp_path, caplog):
+    driver = load_backbone("efficientnet-lite0", device="cpu", pooling="global")
+    spec = EmbedderSpec(driver.record.to_dict(), str(tmp_path), "cpu", onnx=driver.onnx_file.read_bytes())
+    lean = spec.build().backbone
+    assert lean.model is None and lean.runtime == "onnxruntime" and lean.record == driver.record
+    # an export this node cannot run (here: not ONNX at all) costs the start-up it saves, with a warning
+    with caplog.at_level("WARNING"):
+        built = EmbedderSpec(driver.record.to_dict(), str(tmp_path), "cpu", onnx=b"not onnx").build().backbone
+    assert built.model is not None and "does not run here" in caplog.text
+    frames = np.random.default_rng(0).integers(0, 256, (9, 224, 300, 3), dtype=np.uint8)
+    want = driver.encode_frames(frames)
+    np.testing.assert_array_equal(lean.encode_frames(frames), want)
+    np.testing.assert_array_equal(built.encode_frames(frames), want)  # the same export, from the cache
 
 
 def test_the_autocast_dtype_is_chosen_by_measuring_it():
