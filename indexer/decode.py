@@ -51,7 +51,8 @@ DEFAULT_MAX_PIXELS = 1 << 29  # decoded pixels per video (n_frames * h * w)
 MAX_SOURCE_PIXELS = 7680 * 4320  # refuse sources beyond 8K UHD
 _STARTUP_TIMEOUT_S = 120.0  # a fresh worker must import decord and cv2 within this
 _MAX_TASKS_PER_WORKER = 200  # recycle workers: decord leaks native memory on some streams
-_TEST_CRASH, _TEST_HANG = "__segfault__", "__hang__"  # file-name markers obeyed when _test_hooks=True
+_TEST_CRASH, _TEST_HANG, _TEST_SLOW = "__segfault__", "__hang__", "__slow__"  # file-name markers obeyed when
+# _test_hooks=True: the decoder segfaults, hangs, or waits 3 s before decoding the file
 _MAGIC = [(4, b"ftyp", "MP4/MOV"), (4, b"moov", "MP4/MOV"), (4, b"mdat", "MP4/MOV"), (0, b"RIFF", "AVI"),
           (0, b"\x1aE\xdf\xa3", "Matroska/WebM"), (0, b"FLV", "FLV"), (0, b"OggS", "Ogg"),
           (0, b"\x00\x00\x01\xba", "MPEG-PS"), (0, b"0&\xb2u", "ASF/WMV")]
@@ -374,6 +375,8 @@ def _worker_main(conn, cfg: _Config) -> None:
             os.kill(os.getpid(), signal.SIGSEGV)
         if cfg.test_hooks and _TEST_HANG in path:
             time.sleep(1e6)
+        if cfg.test_hooks and _TEST_SLOW in path:
+            time.sleep(3)
         for msg in _stream(path, cfg.short_side, cfg.sampling, cfg.max_pixels, segment):
             conn.send(msg)
 
@@ -570,7 +573,7 @@ class DecoderConfig:
     short_side: int           # the backbone's resize: frames are decoded straight at that size
     sampling: Sampling
     timeout_s: float
-    test_hooks: bool = False  # obey this module's file-name markers (__segfault__, __hang__)
+    test_hooks: bool = False  # obey this module's file-name markers (__segfault__, __hang__, __slow__)
 
     def pool(self, workers: int) -> DecodePool:
         return DecodePool(workers=workers, timeout_s=self.timeout_s, short_side=self.short_side,

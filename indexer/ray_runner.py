@@ -6,11 +6,12 @@ The stages of indexer/stages.py in a Ray Data stream (install with ``pip install
       -> DecodeActor  x opts.workers   CPU actors, each with a one-process DecodePool: a file that crashes or
                                       hangs decord kills that process (recorded as the file's failure, as in a
                                       local run), never the actor
-      -> EmbedActor   x GPUs, or 1     the backbone (num_gpus=1 per actor on GPU nodes, else a CPU actor);
+      -> EmbedActor   x GPUs, or 1     the backbone (num_gpus=1 per actor on GPU nodes, else a CPU actor running
+                                      the driver's ONNX export of it: Backbone.from_onnx);
                                       caches each video's features in the index folder, which a cluster keeps on
                                       a shared filesystem, exactly as the local runner does
-      -> the driver                    records failures and collects the ready videos, in input order
-                                      (preserve_order), with a progress bar; then trains or loads the LiFT and
+      -> the driver                    records failures and collects the ready videos as they come (then
+                                      puts them in input order), with a progress bar; then trains or loads the LiFT and
                                       writes the database and the vectors alone, in the same checkpoints
 
 Ray Data streams with backpressure, so only a few decoded videos are in flight. A lost worker is Ray's to
@@ -118,8 +119,9 @@ def decoded(batch: dict[str, np.ndarray]) -> list[Decoded]:
 
 
 class EmbedActor:
-    """Ray Data stage: the backbone (built from the index's record, so its weights digest is checked), caching
-    each decoded video's features; passes on what the driver needs (failures, timings) but no frames."""
+    """Ray Data stage: the backbone (on the CPU the driver's ONNX export of it; on a GPU built from the index's
+    record, so its weights digest is checked), caching each decoded video's features; passes on what the driver
+    needs (failures, timings) but no frames."""
 
     def __init__(self, spec: EmbedderSpec):
         self.embed = spec.build()
@@ -173,7 +175,9 @@ def extract_features_ray(todo: list[Pending], embed: Embedder, opts: IndexOption
         spec = EmbedderSpec(backbone.record.to_dict(), str(embed.idx.root), "cuda" if on_gpu else "cpu",
                             opts.runtime, opts.backbone_weights, None if on_gpu else torch.get_num_threads(), onnx)
         ctx = ray.data.DataContext.get_current()
-        ctx.execution_options.preserve_order = True  # the local run's order: the same clip ids
+        # videos come back as they are embedded (in input order, a long video would hold back the ones after
+        # it); the driver puts them back in todo's order: the local run's, so the same clip ids
+        ctx.execution_options.preserve_order = False
         ctx.enable_progress_bars = False  # the driver's own bar below
         logging.getLogger("ray.data").setLevel(logging.WARNING)
 
@@ -203,11 +207,11 @@ def extract_features_ray(todo: list[Pending], embed: Embedder, opts: IndexOption
             else:
                 report.backbone.update(device=row["device"], runtime=row["runtime"])
                 report.read_modes[row["read_mode"]] = report.read_modes.get(row["read_mode"], 0) + 1
-                ready.append(p)
+                ready.append((row["i"], p))
                 testpoint("feature-cached")
             bar.update(1)
         bar.close()
-        return ready
+        return [p for _, p in sorted(ready, key=lambda r: r[0])]
     finally:
         if ours:
             ray.shutdown()

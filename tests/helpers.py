@@ -149,7 +149,7 @@ def snapshot(index: Path) -> dict:
         problems.append("duplicate clips in the database")
     vectors = dict(zip(keys, store.vectors([r[0] for r in rows]))) if rows else {}
     return {"vectors": vectors, "failures": failures, "videos": videos, "model": settings["lift"]["hash"],
-            "problems": problems, "clip_ids": sorted(db_ids)}
+            "problems": problems, "clip_ids": sorted(db_ids), "clip_id_of": {k: r[0] for k, r in zip(keys, rows)}}
 
 
 def copy_index(index: Path, to: Path) -> Path:
