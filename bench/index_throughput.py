@@ -284,7 +284,7 @@ def ours_outputs(index: Path) -> tuple[dict, dict]:
     """path -> (clips, 2d) descriptors and (clips, 16, D) backbone features, read from our index."""
     from sqlalchemy import select
 
-    from db import Clip, Video, get_setting, open_db
+    from db import Video, get_setting, open_db
     from indexer.library import IndexDir, VideoFeatures
     from indexer.store import VectorStore
     idx = IndexDir(index)
