@@ -106,6 +106,11 @@ class Cluster:
         self.proc.wait(120)
 
 
+def after_start(run: dict) -> float:
+    """A run's seconds once its first features are cached: the rate at which it indexes, start-up aside."""
+    return run["seconds"] - run["stages"].get("ray (connect)", 0.0) - run["stages"]["first features (start-up)"]
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="the smaller library, 2 rounds")
@@ -164,7 +169,7 @@ def main(argv: list[str] | None = None) -> dict:
             tmp.cleanup()
 
     local = [x["seconds"] for x in runs["local"]]
-    local_after = [x["seconds"] - x["stages"]["first features (start-up)"] for x in runs["local"]]
+    local_after = [after_start(x) for x in runs["local"]]
     summary = {}
     for way in WAYS:
         secs = [x["seconds"] for x in runs[way]]
@@ -172,9 +177,7 @@ def main(argv: list[str] | None = None) -> dict:
         stages = {k: statistics.median(x["stages"].get(k, 0.0) for x in runs[way])
                   for k in sorted({k for x in runs[way] for k in x["stages"]})}
         connected = [x["seconds"] - x["stages"].get("ray (connect)", 0.0) for x in runs[way]]
-        # the run once its first features are cached: the rate at which it indexes, start-up aside
-        after = [x["seconds"] - x["stages"].get("ray (connect)", 0.0) - x["stages"]["first features (start-up)"]
-                   for x in runs[way]]
+        after = [after_start(x) for x in runs[way]]
         summary[way] = {"seconds_median": statistics.median(secs), "seconds": secs,
                         "less_connect_median": statistics.median(connected),
                         "less_connect_ratio_median": statistics.median(a / b for a, b in zip(connected, local)),
