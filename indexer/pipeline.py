@@ -137,6 +137,8 @@ def _run_locked(roots, idx: IndexDir, opts: IndexOptions, report: IndexReport) -
     else:
         extract = extract_features
     ready = extract(todo, Embedder(backbone, idx), opts, writer, run, report)
+    if opts.ray:  # a Ray worker killed while caching features (Ray restarts it, retries its task) left a temp file
+        _clean_temp(idx)
 
     with run.stage("lift"):                                    # 4. the LiFT: the index's, given, or trained
         model, model_hash = _resolve_model(idx, sessions, opts, backbone, cached + ready, report, device)

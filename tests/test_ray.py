@@ -93,6 +93,34 @@ def test_ray_gives_the_local_runner_s_index(driver, ray_cluster, library, refere
     assert differences(reference["snapshot"], snapshot(index)) == []
 
 
+def test_a_ray_worker_killed_while_caching_features_leaves_no_temp_file(library, reference, tmp_path, monkeypatch):
+    """A Ray embedder killed in the middle of writing a video's features leaves its temp file in the index folder
+    (Ray restarts the actor and retries the batch, which writes the features anew): the driver removes it when the
+    stream ends. Here the Ray stage is the local one plus such a leftover, so that the moment of the kill is exact
+    (the slow test below kills a real actor, mid-write or not as it happens)."""
+    import indexer.ray_runner
+    from indexer.pipeline import extract_features
+
+    index = tmp_path / "idx"
+    leftover = IndexDir(index).features / "0123456789abcdef.npz.5eed5eed.tmp"
+
+    def stage_with_a_killed_writer(todo, *args):
+        ready = extract_features(todo, *args)
+        leftover.write_bytes(b"half a file")  # what np.savez had written when the actor was killed
+        return ready
+
+    monkeypatch.setattr(indexer.ray_runner, "extract_features_ray", stage_with_a_killed_writer)
+    monkeypatch.setenv("LIFT_SEARCH_TEST_POINTS", "decoder")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the reference's driver runs (LiFT training differs by ~1e-6 with other counts)
+    try:
+        run_index([library], index, options({"ray": "auto"}))
+    finally:
+        torch.set_num_threads(threads)
+    assert not leftover.exists()
+    assert differences(reference["snapshot"], snapshot(index)) == []
+
+
 @pytest.mark.slow
 def test_a_killed_driver_resumes_without_decoding_anything_twice(driver, ray_cluster, library, reference, tmp_path):
     from db import Failure, open_db
