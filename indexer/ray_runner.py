@@ -1,18 +1,23 @@
 """Decode and embed on a Ray cluster: `lift-search index DIR --index IDX --ray [auto|ADDRESS]`.
 
-The stages of indexer/stages.py in a Ray Data stream (install with ``pip install "lift-search[ray]"``):
+The stages of indexer/stages.py in a Ray Data stream (install with ``pip install "lift-search[ray]"``), laid
+out one of two ways. With GPUs, decoders on the CPUs feed one embedder per GPU:
 
     from_items(videos to decode)
       -> DecodeActor  x opts.workers   CPU actors, each with a one-process DecodePool: a file that crashes or
                                       hangs decord kills that process (recorded as the file's failure, as in a
                                       local run), never the actor
-      -> EmbedActor   x GPUs, or 1     the backbone (num_gpus=1 per actor on GPU nodes, else a CPU actor running
-                                      the driver's ONNX export of it: Backbone.from_onnx);
-                                      caches each video's features in the index folder, which a cluster keeps on
-                                      a shared filesystem, exactly as the local runner does
+      -> EmbedActor   x GPUs           the backbone (num_gpus=1 per actor), caches each video's features in the
+                                      index folder, which a cluster keeps on a shared filesystem, exactly as
+                                      the local runner does
       -> the driver                    records failures and collects the ready videos as they come (then
                                       puts them in input order), with a progress bar; then trains or loads the LiFT and
                                       writes the database and the vectors alone, in the same checkpoints
+
+With CPUs only, each actor does both: DecodeEmbedActor x opts.workers, a one-process DecodePool and the driver's
+ONNX export of the backbone (Backbone.from_onnx) on its share of the CPUs. No frames cross between actors: relaying
+them through Ray's object store took half as much CPU again as decoding them, CPU that the backbone needs
+(docs/benchmarks.md, "Ray on one machine").
 
 Ray Data streams with backpressure, so only a few decoded videos are in flight. A lost worker is Ray's to
 handle: its actor is restarted and its task retried (Ray Data's default for actor pools), so it costs time,
@@ -119,8 +124,8 @@ def decoded(batch: dict[str, np.ndarray]) -> list[Decoded]:
 
 
 class EmbedActor:
-    """Ray Data stage: the backbone (on the CPU the driver's ONNX export of it; on a GPU built from the index's
-    record, so its weights digest is checked), caching each decoded video's features; passes on what the driver
+    """Ray Data stage: the backbone (on a GPU built from the index's record, so its weights digest is checked; on
+    the CPU the driver's ONNX export of it), caching each decoded video's features; passes on what the driver
     needs (failures, timings) but no frames."""
 
     def __init__(self, spec: EmbedderSpec):
@@ -128,7 +133,10 @@ class EmbedActor:
         self.where = {"device": str(self.embed.backbone.device), "runtime": self.embed.backbone.runtime}
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        videos = decoded(batch)
+        return self.rows(batch, decoded(batch))
+
+    def rows(self, batch: dict[str, np.ndarray], videos: list[Decoded]) -> dict[str, np.ndarray]:
+        """Embed and cache ``batch``'s decoded ``videos``; what the driver gets of them."""
         reasons = [failure_reason(d) for d in videos]
         ok = [(d, digest) for d, digest, r in zip(videos, batch["hash"], reasons) if r is None]
         timing = self.embed(ok) if ok else {}
@@ -141,6 +149,24 @@ class EmbedActor:
                 "cache_s": np.full(n, timing.get("cache", 0.0) / n),
                 "read_mode": np.array([d.read_mode or "" for d in videos]),
                 "device": np.array([self.where["device"]] * n), "runtime": np.array([self.where["runtime"]] * n)}
+
+
+class DecodeEmbedActor:
+    """Ray Data stage on CPU nodes: decode a call's videos in a one-process DecodePool (crash isolation as in a
+    local run), then embed and cache them here, as EmbedActor does."""
+
+    def __init__(self, config: DecoderConfig, spec: EmbedderSpec):
+        self.pool = config.pool(workers=1)
+        self.embed = EmbedActor(spec)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self.embed.rows(batch, list(self.pool.imap(os.fsdecode(path) for path in batch["path"])))
+
+    def __del__(self):
+        self.pool.close()
+
+
+SPLIT_ON_CPU = False  # True: the GPU layout (decoders -> embedders) on CPU actors too (tests run it so)
 
 
 def extract_features_ray(todo: list[Pending], embed: Embedder, opts: IndexOptions, writer: Writer, run: Runner,
@@ -160,20 +186,24 @@ def extract_features_ray(todo: list[Pending], embed: Embedder, opts: IndexOption
         if opts.device.startswith("cuda") and gpus < 1:
             raise BackboneError(f"--device {opts.device} with --ray: the Ray cluster has no GPU (resources: {cpus:g} CPU)")
         on_gpu = gpus >= 1 and opts.device != "cpu"
-        embedders = int(gpus) if on_gpu else 1
-        # logical CPUs: the embedders take one each, the decoders share the rest (each decodes in a subprocess
-        # of its own; on a 2-CPU machine two decoders of 0.5 beside one CPU embedder, as a local run has them)
-        decoder_cpus = max(0.1, min(1.0, (cpus - embedders) / opts.workers))
-        report.backbone["ray"] = {"cpus": cpus, "gpus": gpus, "decoders": opts.workers, "decoder_cpus": decoder_cpus,
-                                  "embedders": embedders, "embedder_gpus": 1 if on_gpu else 0}
+        split = on_gpu or SPLIT_ON_CPU
+        embedders = int(gpus) if on_gpu else 1 if split else opts.workers
+        # logical CPUs. Split: the embedders take one each, the decoders share the rest (each decodes in a
+        # subprocess of its own). Else opts.workers actors share them all (Ray wants whole numbers above 1)
+        share = (cpus - embedders) / opts.workers if split else cpus / opts.workers
+        actor_cpus = max(0.1, min(1.0, share)) if split else (share if share < 1 else int(share))
+        report.backbone["ray"] = {"cpus": cpus, "gpus": gpus, "layout": "split" if split else "decode+embed",
+                                  "decoders": opts.workers, "embedders": embedders, "actor_cpus": actor_cpus,
+                                  "embedder_gpus": 1 if on_gpu else 0}
         backbone = embed.backbone
         decoder = DecoderConfig(backbone.preprocess.resize, opts.sampling, opts.timeout_s, _test_enabled("decoder"))
         import torch
 
         # CPU actors run the driver's ONNX export of the backbone (no timm, no weights to load: ~3 s sooner)
         onnx = None if on_gpu or backbone.onnx_file is None else backbone.onnx_file.read_bytes()
+        threads = None if on_gpu else torch.get_num_threads() if split else max(1, int(share))
         spec = EmbedderSpec(backbone.record.to_dict(), str(embed.idx.root), "cuda" if on_gpu else "cpu",
-                            opts.runtime, opts.backbone_weights, None if on_gpu else torch.get_num_threads(), onnx)
+                            opts.runtime, opts.backbone_weights, threads, onnx)
         ctx = ray.data.DataContext.get_current()
         # videos come back as they are embedded (in input order, a long video would hold back the ones after
         # it); the driver puts them back in todo's order: the local run's, so the same clip ids
@@ -183,12 +213,18 @@ def extract_features_ray(todo: list[Pending], embed: Embedder, opts: IndexOption
 
         items = [{"i": i, "path": os.fsencode(p.file.path), "hash": p.content_hash or ""}
                  for i, p in enumerate(todo)]
-        ds = (ray.data.from_items(items, override_num_blocks=-(-len(items) // DECODE_BATCH))
-              .map_batches(DecodeActor, fn_constructor_kwargs={"config": decoder}, batch_size=DECODE_BATCH,
-                           compute=ray.data.ActorPoolStrategy(size=opts.workers), num_cpus=decoder_cpus)
-              .map_batches(EmbedActor, fn_constructor_kwargs={"spec": spec},
-                           batch_size=max(1, opts.batch_frames // opts.sampling.frames_per_clip),
-                           compute=ray.data.ActorPoolStrategy(size=embedders), num_cpus=1, num_gpus=1 if on_gpu else 0))
+        per_call = max(1, opts.batch_frames // opts.sampling.frames_per_clip)  # videos an embedder call takes
+        if split:
+            ds = (ray.data.from_items(items, override_num_blocks=-(-len(items) // DECODE_BATCH))
+                  .map_batches(DecodeActor, fn_constructor_kwargs={"config": decoder}, batch_size=DECODE_BATCH,
+                               compute=ray.data.ActorPoolStrategy(size=opts.workers), num_cpus=actor_cpus)
+                  .map_batches(EmbedActor, fn_constructor_kwargs={"spec": spec}, batch_size=per_call,
+                               compute=ray.data.ActorPoolStrategy(size=embedders), num_cpus=1, num_gpus=1 if on_gpu else 0))
+        else:
+            ds = (ray.data.from_items(items, override_num_blocks=-(-len(items) // per_call))
+                  .map_batches(DecodeEmbedActor, fn_constructor_kwargs={"config": decoder, "spec": spec},
+                               batch_size=per_call, compute=ray.data.ActorPoolStrategy(size=opts.workers),
+                               num_cpus=actor_cpus))
         ready, bar, t0, first = [], progress_bar(len(todo), opts), time.perf_counter(), True
         testpoint("decode-start")
         rows = iter(ds.iter_rows())

@@ -358,7 +358,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--ray", nargs="?", const="auto", metavar="auto|ADDRESS",
                     help='decode and embed on a Ray cluster (pip install "lift-search[ray]"): auto (default when given '
                          'without a value) joins the cluster running on this machine or starts one; ADDRESS joins that '
-                         'cluster (HOST:6379 or ray://HOST:10001). --workers is then the number of decoder actors; the '
+                         'cluster (HOST:6379 or ray://HOST:10001). --workers is then the number of actors that decode (and, '
+                         'without GPUs, embed: give a CPU cluster about one per CPU); the '
                          'index folder must be on a filesystem every node sees (docs/cluster.md)')
     sp.add_argument("--ray-cpus", type=int, help="CPUs of the local cluster that --ray auto starts (default: all)")
     sp.add_argument("--ann", choices=ANN_MODES,

@@ -87,7 +87,7 @@ def test_ray_gives_the_local_runner_s_index(driver, ray_cluster, library, refere
     assert report["read_modes"] == reference["read_modes"] and sum(report["read_modes"].values()) == 6
     assert reasons(report["failures"]) == reasons(reference["failures"])  # the same reasons, word for word
     assert reasons(report["failures"])["x__segfault__.mp4"] == "decoder crashed (signal SIGSEGV)"
-    assert report["backbone"]["ray"]["embedders"] == 1 and report["stages"]["backbone"] > 0
+    assert report["backbone"]["ray"]["layout"] == "decode+embed" and report["stages"]["backbone"] > 0
     status, result, _, _ = driver.run([library], index, opts=opts, env=RAY_TEST_ENV)  # nothing new: nothing decoded
     assert status == "exit 0" and result["report"]["decoded"] == 0 and result["report"]["unchanged"] == 6
     assert differences(reference["snapshot"], snapshot(index)) == []
@@ -129,6 +129,9 @@ def test_a_killed_driver_resumes_without_decoding_anything_twice(driver, ray_clu
     status, result, passed, _ = driver.run([library], index, points="decoder,feature-cached=kill@3", opts=opts,
                                          env=RAY_TEST_ENV)
     assert status == "signal SIGKILL" and passed[-1] == "feature-cached", (status, passed, result)
+    deadline = time.monotonic() + 60  # Ray kills the dead driver's actors: one may cache a video until it does
+    while any("ray::MapWorker(" in cmd for _, cmd in processes().values()) and time.monotonic() < deadline:
+        time.sleep(0.1)
     cached = len(list(IndexDir(index).features.glob("*.npz")))
     sessions = open_db(IndexDir(index).db)
     with sessions() as s:
@@ -155,31 +158,39 @@ def processes() -> dict[int, tuple[int, str]]:
     return out
 
 
-def ray_workers(stage: str) -> list[int]:
-    """Pids of the Ray worker processes of a Ray Data stage (their process title names the class) that are at
-    work: an embedder, or a decoder whose DecodePool process runs (so its tasks are flowing)."""
+def ray_workers(stage: str, decoding: bool) -> list[int]:
+    """Pids of the Ray worker processes of a Ray Data stage (their process title names the class); ``decoding``:
+    only those whose DecodePool process runs (so their tasks are flowing)."""
     procs = processes()
-    actors = [pid for pid, (_, cmd) in procs.items() if cmd.startswith("ray::") and f"({stage})" in cmd]
-    if "Decode" in stage:
+    actors = [pid for pid, (_, cmd) in procs.items() if cmd.startswith("ray::") and f"(MapBatches({stage}))" in cmd]
+    if decoding:
         actors = [a for a in actors if any(pp == a and "_worker_entry" in cmd for pp, cmd in procs.values())]
     return actors
 
 
 @pytest.mark.slow
-def test_ray_workers_killed_mid_run_cost_nothing(ray_cluster, library, reference, tmp_path, monkeypatch):
-    """A decoder actor is SIGKILLed as soon as it decodes, the embedder actor once it has cached features: Ray
-    restarts them and retries their tasks; the index is the local runner's, with no failure but the 3 bad files."""
+@pytest.mark.parametrize("layout", ["decode+embed", "split"])
+def test_ray_workers_killed_mid_run_cost_nothing(layout, ray_cluster, library, reference, tmp_path, monkeypatch):
+    """An actor is SIGKILLed as soon as it decodes, then an actor that embeds once features are cached: Ray
+    restarts them and retries their tasks; the index is the local runner's, with no failure but the 3 bad files.
+    In both layouts of indexer/ray_runner.py: the CPU nodes' (actors that decode and embed) and the GPU nodes'
+    (decoders -> embedders), here on CPU actors."""
+    import indexer.ray_runner
+
+    monkeypatch.setattr(indexer.ray_runner, "SPLIT_ON_CPU", layout == "split")
     monkeypatch.setenv("LIFT_SEARCH_TEST_POINTS", "decoder")
     index, killed = tmp_path / "idx", []
+    kills = ([("DecodeActor", "decoding"), ("EmbedActor", "cached")] if layout == "split" else
+             [("DecodeEmbedActor", "decoding"), ("DecodeEmbedActor", "cached")])
 
-    def killer():  # a decoder as soon as it decodes, the embedder once it has cached a video's features
+    def killer():  # in turn: an actor as soon as it decodes, one that embeds once a video's features are cached
         deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and len(killed) < 2:
-            for stage in ("MapBatches(DecodeActor)", "MapBatches(EmbedActor)"):
-                ready = "Decode" in stage or list((index / "features").glob("*.npz"))
-                if stage not in killed and ready and (pids := ray_workers(stage)):
-                    os.kill(pids[0], signal.SIGKILL)
-                    killed.append(stage)
+        while time.monotonic() < deadline and len(killed) < len(kills):
+            stage, when = kills[len(killed)]
+            ready = when == "decoding" or list((index / "features").glob("*.npz"))
+            if ready and (pids := ray_workers(stage, decoding=when == "decoding")):
+                os.kill(pids[0], signal.SIGKILL)
+                killed.append((stage, when))
             time.sleep(0.02)
 
     t = threading.Thread(target=killer, daemon=True)
@@ -191,6 +202,6 @@ def test_ray_workers_killed_mid_run_cost_nothing(ray_cluster, library, reference
     finally:
         torch.set_num_threads(threads)
         t.join()
-    assert killed == ["MapBatches(DecodeActor)", "MapBatches(EmbedActor)"], killed
+    assert killed == kills and report.backbone["ray"]["layout"] == layout, killed
     assert differences(reference["snapshot"], snapshot(index)) == []
     assert reasons(report.failures) == reasons(reference["failures"])
