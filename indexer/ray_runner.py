@@ -30,6 +30,7 @@ import logging
 import os
 import pickle
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -92,6 +93,8 @@ def connect(address: str, num_cpus: int | None = None) -> bool:
 
 
 DECODE_BATCH = 4  # videos per decoder call: one call a video spent ~10 ms of Ray Data's scheduling on each
+FUSED_BATCH = 2   # videos per call of an actor that decodes and embeds: the first features come sooner, and the
+                  # actors finish together (on 35 videos 17.7 s against 22.7 s with 8 a call; alike on 175)
 
 
 class DecodeActor:
@@ -157,10 +160,14 @@ class DecodeEmbedActor:
 
     def __init__(self, config: DecoderConfig, spec: EmbedderSpec):
         self.pool = config.pool(workers=1)
-        self.embed = EmbedActor(spec)
+        # the backbone is built (imports, ONNX Runtime) while the first videos decode: a fault surfaces at the first call
+        builder = ThreadPoolExecutor(1)
+        self.embed = builder.submit(EmbedActor, spec)
+        builder.shutdown(wait=False)  # its thread ends once the backbone is built
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return self.embed.rows(batch, list(self.pool.imap(os.fsdecode(path) for path in batch["path"])))
+        videos = list(self.pool.imap(os.fsdecode(path) for path in batch["path"]))
+        return self.embed.result().rows(batch, videos)
 
     def __del__(self):
         self.pool.close()
@@ -213,17 +220,17 @@ def extract_features_ray(todo: list[Pending], embed: Embedder, opts: IndexOption
 
         items = [{"i": i, "path": os.fsencode(p.file.path), "hash": p.content_hash or ""}
                  for i, p in enumerate(todo)]
-        per_call = max(1, opts.batch_frames // opts.sampling.frames_per_clip)  # videos an embedder call takes
         if split:
             ds = (ray.data.from_items(items, override_num_blocks=-(-len(items) // DECODE_BATCH))
                   .map_batches(DecodeActor, fn_constructor_kwargs={"config": decoder}, batch_size=DECODE_BATCH,
                                compute=ray.data.ActorPoolStrategy(size=opts.workers), num_cpus=actor_cpus)
-                  .map_batches(EmbedActor, fn_constructor_kwargs={"spec": spec}, batch_size=per_call,
+                  .map_batches(EmbedActor, fn_constructor_kwargs={"spec": spec},
+                               batch_size=max(1, opts.batch_frames // opts.sampling.frames_per_clip),
                                compute=ray.data.ActorPoolStrategy(size=embedders), num_cpus=1, num_gpus=1 if on_gpu else 0))
         else:
-            ds = (ray.data.from_items(items, override_num_blocks=-(-len(items) // per_call))
+            ds = (ray.data.from_items(items, override_num_blocks=-(-len(items) // FUSED_BATCH))
                   .map_batches(DecodeEmbedActor, fn_constructor_kwargs={"config": decoder, "spec": spec},
-                               batch_size=per_call, compute=ray.data.ActorPoolStrategy(size=opts.workers),
+                               batch_size=FUSED_BATCH, compute=ray.data.ActorPoolStrategy(size=opts.workers),
                                num_cpus=actor_cpus))
         ready, bar, t0, first = [], progress_bar(len(todo), opts), time.perf_counter(), True
         testpoint("decode-start")
