@@ -11,7 +11,7 @@ clips; ``--videos N``: that library's videos over and over, each copy byte-disti
 - ray (cold):  ``run_index(..., ray="auto")`` in a process without Ray: the run starts a local cluster
                (``ray_cpus`` = this machine's CPUs), runs, and shuts it down: what `--ray auto` costs a user;
 - ray (warm):  the same with a cluster already running (``ray.init`` once, before the rounds): what a run
-               costs on a cluster that is up, actors (decoders, the embedder with its backbone) still started
+               costs on a cluster that is up, actors (decoding, the backbone: indexer.ray_runner) still started
                per run.
 
 The ways alternate within each round, each of them first, second and third in turn (the machine is shared and
