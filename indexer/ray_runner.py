@@ -176,6 +176,17 @@ class DecodeEmbedActor:
 SPLIT_ON_CPU = False  # True: the GPU layout (decoders -> embedders) on CPU actors too (tests run it so)
 
 
+def actor_cpus(cpus: float, node_cpus: float, workers: int, embedders: int, split: bool) -> float:
+    """Logical CPUs per decoding actor, on a cluster of ``cpus`` whose largest node has ``node_cpus``. Split: the
+    ``embedders`` take one each, the ``workers`` decoders share the rest, at most one each (each decodes in a
+    subprocess of its own). Else the ``workers`` actors share them all; Ray wants whole numbers above 1, and an
+    actor asking more than a node has would never start."""
+    share = (cpus - embedders) / workers if split else cpus / workers
+    if split or share < 1:
+        return max(0.1, min(1.0, share))
+    return float(max(1, min(int(share), int(node_cpus))))
+
+
 def extract_features_ray(todo: list[Pending], embed: Embedder, opts: IndexOptions, writer: Writer, run: Runner,
                          report) -> list[Pending]:
     """Decode and embed ``todo`` on Ray (see the module docstring); returns the videos whose features are
@@ -195,12 +206,10 @@ def extract_features_ray(todo: list[Pending], embed: Embedder, opts: IndexOption
         on_gpu = gpus >= 1 and opts.device != "cpu"
         split = on_gpu or SPLIT_ON_CPU
         embedders = int(gpus) if on_gpu else 1 if split else opts.workers
-        # logical CPUs. Split: the embedders take one each, the decoders share the rest (each decodes in a
-        # subprocess of its own). Else opts.workers actors share them all (Ray wants whole numbers above 1)
-        share = (cpus - embedders) / opts.workers if split else cpus / opts.workers
-        actor_cpus = max(0.1, min(1.0, share)) if split else (share if share < 1 else int(share))
+        node_cpus = max(n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n["Alive"])
+        per_actor = actor_cpus(cpus, node_cpus, opts.workers, embedders, split)
         report.backbone["ray"] = {"cpus": cpus, "gpus": gpus, "layout": "split" if split else "decode+embed",
-                                  "decoders": opts.workers, "embedders": embedders, "actor_cpus": actor_cpus,
+                                  "decoders": opts.workers, "embedders": embedders, "actor_cpus": per_actor,
                                   "embedder_gpus": 1 if on_gpu else 0}
         backbone = embed.backbone
         decoder = DecoderConfig(backbone.preprocess.resize, opts.sampling, opts.timeout_s, _test_enabled("decoder"))
@@ -208,7 +217,7 @@ def extract_features_ray(todo: list[Pending], embed: Embedder, opts: IndexOption
 
         # CPU actors run the driver's ONNX export of the backbone (no timm, no weights to load: ~3 s sooner)
         onnx = None if on_gpu or backbone.onnx_file is None else backbone.onnx_file.read_bytes()
-        threads = None if on_gpu else torch.get_num_threads() if split else max(1, int(share))
+        threads = None if on_gpu else torch.get_num_threads() if split else max(1, int(per_actor))
         spec = EmbedderSpec(backbone.record.to_dict(), str(embed.idx.root), "cuda" if on_gpu else "cpu",
                             opts.runtime, opts.backbone_weights, threads, onnx)
         ctx = ray.data.DataContext.get_current()
@@ -223,7 +232,7 @@ def extract_features_ray(todo: list[Pending], embed: Embedder, opts: IndexOption
         if split:
             ds = (ray.data.from_items(items, override_num_blocks=-(-len(items) // DECODE_BATCH))
                   .map_batches(DecodeActor, fn_constructor_kwargs={"config": decoder}, batch_size=DECODE_BATCH,
-                               compute=ray.data.ActorPoolStrategy(size=opts.workers), num_cpus=actor_cpus)
+                               compute=ray.data.ActorPoolStrategy(size=opts.workers), num_cpus=per_actor)
                   .map_batches(EmbedActor, fn_constructor_kwargs={"spec": spec},
                                batch_size=max(1, opts.batch_frames // opts.sampling.frames_per_clip),
                                compute=ray.data.ActorPoolStrategy(size=embedders), num_cpus=1, num_gpus=1 if on_gpu else 0))
@@ -231,7 +240,7 @@ def extract_features_ray(todo: list[Pending], embed: Embedder, opts: IndexOption
             ds = (ray.data.from_items(items, override_num_blocks=-(-len(items) // FUSED_BATCH))
                   .map_batches(DecodeEmbedActor, fn_constructor_kwargs={"config": decoder, "spec": spec},
                                batch_size=FUSED_BATCH, compute=ray.data.ActorPoolStrategy(size=opts.workers),
-                               num_cpus=actor_cpus))
+                               num_cpus=per_actor))
         ready, bar, t0, first = [], progress_bar(len(todo), opts), time.perf_counter(), True
         testpoint("decode-start")
         rows = iter(ds.iter_rows())

@@ -93,6 +93,20 @@ def test_ray_gives_the_local_runner_s_index(driver, ray_cluster, library, refere
     assert differences(reference["snapshot"], snapshot(index)) == []
 
 
+def test_actors_ask_for_cpus_a_node_has():
+    """The decoding actors' CPUs: a share of the cluster's, whole above 1, never more than its largest node has
+    (such an actor would never be scheduled: the run would wait for ever)."""
+    from indexer.ray_runner import actor_cpus
+
+    assert actor_cpus(2, 2, workers=2, embedders=2, split=False) == 1.0          # this machine: 2 actors of 1 CPU
+    assert actor_cpus(2, 2, workers=1, embedders=1, split=False) == 2.0
+    assert actor_cpus(2, 2, workers=4, embedders=4, split=False) == 0.5
+    assert actor_cpus(24, 8, workers=2, embedders=2, split=False) == 8.0         # 3 nodes of 8: not 12
+    assert actor_cpus(10, 10, workers=3, embedders=3, split=False) == 3.0        # whole numbers above 1
+    assert actor_cpus(2, 2, workers=2, embedders=1, split=True) == 0.5           # decoders beside one embedder
+    assert actor_cpus(64, 16, workers=8, embedders=4, split=True) == 1.0         # at most one each
+
+
 def test_a_ray_worker_killed_while_caching_features_leaves_no_temp_file(library, reference, tmp_path, monkeypatch):
     """A Ray embedder killed in the middle of writing a video's features leaves its temp file in the index folder
     (Ray restarts the actor and retries the batch, which writes the features anew): the driver removes it when the
