@@ -14,6 +14,7 @@ checkpoints, their order and what a crash can leave are the same however the fea
 from __future__ import annotations
 
 import logging
+import os
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -171,21 +172,23 @@ class EmbedderSpec:
                                      # actor runs it: Backbone.from_onnx), else the actor builds the backbone
 
     def build(self) -> "Embedder":
+        if self.onnx is not None:  # without torch (lift.onnx_frames: most of a CPU actor's start-up)
+            from lift.onnx_frames import OnnxFrames
+
+            try:
+                return Embedder(OnnxFrames(self.record, self.onnx, self.threads or os.cpu_count() or 1),
+                                IndexDir(self.index))
+            except Exception as e:  # this node's ONNX Runtime is missing, or older than the driver's
+                log.warning("the driver's ONNX export of backbone %s does not run here (%s: %s): building the "
+                            "backbone from its record", self.record["name"], type(e).__name__, str(e)[:200])
         import torch
 
-        from lift.backbones import Backbone, BackboneRecord, backbone_from_record
+        from lift.backbones import BackboneRecord, backbone_from_record
 
         if self.threads:
             torch.set_num_threads(self.threads)
-        record, backbone = BackboneRecord.from_dict(self.record), None
-        if self.onnx is not None:
-            try:
-                backbone = Backbone.from_onnx(record, self.onnx, self.threads)
-            except Exception as e:  # this node's ONNX Runtime is missing, or older than the driver's
-                log.warning("the driver's ONNX export of backbone %s does not run here (%s: %s): building the "
-                            "backbone from its record", record.name, type(e).__name__, str(e)[:200])
-        if backbone is None:  # refuses weights whose digest is not the record's
-            backbone = backbone_from_record(record, self.device, self.weights, self.runtime)
+        # refuses weights whose digest is not the record's
+        backbone = backbone_from_record(BackboneRecord.from_dict(self.record), self.device, self.weights, self.runtime)
         return Embedder(backbone, IndexDir(self.index))
 
 

@@ -77,7 +77,8 @@ def test_batchnorm_folding_keeps_the_features(lite0):
 
 
 def test_a_backbone_from_its_onnx_export_gives_the_same_features_without_timm(lite0, tmp_path):
-    """A Ray CPU actor's backbone: the driver's ONNX export, run with no timm model built (nor timm imported)."""
+    """A Ray CPU actor's backbone: the driver's ONNX export, run with no timm model built (nor timm imported); and
+    lift.onnx_frames runs it with its preprocessing in numpy, without importing torch, to the same bits."""
     frames = np.random.default_rng(0).integers(0, 256, (10, 256, 320, 3), dtype=np.uint8)
     want = lite0.encode_videos([frames[:3], frames[3:]])
     code = f"""
@@ -91,6 +92,18 @@ assert b.runtime == "onnxruntime" and b.dim == {lite0.dim} and "timm" not in sys
     out = tmp_path / "features.npy"
     subprocess.run([sys.executable, "-c", code, str(lite0.onnx_file), str(out)], check=True, cwd=REPO)
     np.testing.assert_array_equal(np.load(out), np.concatenate(want))  # the same model in the same runtime
+    code = f"""
+import sys, numpy as np
+from lift.onnx_frames import OnnxFrames
+b = OnnxFrames({lite0.record.to_dict()!r}, open(sys.argv[1], "rb").read(), 2)
+frames = np.random.default_rng(0).integers(0, 256, (10, 224, 300, 3), dtype=np.uint8)  # as decoders deliver them
+np.save(sys.argv[2], np.concatenate(b.encode_videos([frames[:3], frames[3:]])))
+assert "torch" not in sys.modules, "a Ray CPU actor's backbone imports torch"
+"""
+    subprocess.run([sys.executable, "-c", code, str(lite0.onnx_file), str(out)], check=True, cwd=REPO)
+    frames = np.random.default_rng(0).integers(0, 256, (10, 224, 300, 3), dtype=np.uint8)
+    want = lite0.encode_videos([frames[:3], frames[3:]])
+    np.testing.assert_array_equal(np.load(out), np.concatenate(want))  # without torch, bit for bit
     with pytest.raises(BackboneError, match="ONNX Runtime only"):
         Backbone.from_onnx(lite0.record, lite0.onnx_file.read_bytes()).pooled(torch.zeros(1, 3, 224, 224))
 

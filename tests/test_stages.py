@@ -55,8 +55,8 @@ def test_the_embedder_caches_the_same_features_however_videos_are_grouped(videos
 def test_a_ray_actor_s_embedder_runs_the_driver_s_onnx_export_or_builds_the_backbone(tmp_path, caplog):
     driver = load_backbone("efficientnet-lite0", device="cpu", pooling="global")
     spec = EmbedderSpec(driver.record.to_dict(), str(tmp_path), "cpu", onnx=driver.onnx_file.read_bytes())
-    lean = spec.build().backbone
-    assert lean.model is None and lean.runtime == "onnxruntime" and lean.record == driver.record
+    lean = spec.build().backbone  # lift.onnx_frames: no torch (test_backbones.py checks it imports none)
+    assert lean.runtime == "onnxruntime" and lean.record == driver.record.to_dict()
     # an export this node cannot run (here: not ONNX at all) costs the start-up it saves, with a warning
     with caplog.at_level("WARNING"):
         built = EmbedderSpec(driver.record.to_dict(), str(tmp_path), "cpu", onnx=b"not onnx").build().backbone
@@ -65,6 +65,11 @@ def test_a_ray_actor_s_embedder_runs_the_driver_s_onnx_export_or_builds_the_back
     want = driver.encode_frames(frames)
     np.testing.assert_array_equal(lean.encode_frames(frames), want)
     np.testing.assert_array_equal(built.encode_frames(frames), want)  # the same export, from the cache
+    other = [frames[:5], frames[5:, :, :256], frames[:3, :, :224]]   # crops of other widths, a square one
+    np.testing.assert_array_equal(np.concatenate(lean.encode_videos(other)),
+                                  np.concatenate(driver.encode_videos(other)))
+    resized = np.random.default_rng(1).integers(0, 256, (4, 240, 320, 3), dtype=np.uint8)  # not at the record's
+    np.testing.assert_array_equal(lean.encode_videos([resized])[0], driver.encode_frames(resized))  # size: torch
 
 
 def test_the_autocast_dtype_is_chosen_by_measuring_it():
