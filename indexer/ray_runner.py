@@ -15,9 +15,9 @@ out one of two ways. With GPUs, decoders on the CPUs feed one embedder per GPU:
                                       writes the database and the vectors alone, in the same checkpoints
 
 With CPUs only, each actor does both: DecodeEmbedActor x opts.workers, a one-process DecodePool and the driver's
-ONNX export of the backbone (Backbone.from_onnx) on its share of the CPUs. No frames cross between actors: relaying
-them through Ray's object store took half as much CPU again as decoding them, CPU that the backbone needs
-(docs/benchmarks.md, "Ray on one machine").
+ONNX export of the backbone (lift.onnx_frames: no torch) on its share of the CPUs. No frames cross between
+actors: relaying them through Ray's object store took half as much CPU again as decoding them, CPU that the
+backbone needs (docs/benchmarks.md, "Ray on one machine").
 
 Ray Data streams with backpressure, so only a few decoded videos are in flight. A lost worker is Ray's to
 handle: its actor is restarted and its task retried (Ray Data's default for actor pools), so it costs time,

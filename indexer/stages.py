@@ -169,7 +169,7 @@ class EmbedderSpec:
     weights: str | None = None       # a weights file other than the recorded one (--backbone-weights)
     threads: int | None = None       # torch threads on the CPU (None: as the process has them)
     onnx: bytes | None = None        # the record's backbone exported to ONNX and checked by the driver (a CPU
-                                     # actor runs it: Backbone.from_onnx), else the actor builds the backbone
+                                     # actor runs it without torch: lift.onnx_frames), else the actor builds it
 
     def build(self) -> "Embedder":
         if self.onnx is not None:  # without torch (lift.onnx_frames: most of a CPU actor's start-up)
