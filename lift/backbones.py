@@ -28,7 +28,7 @@ import torch  # timm (2.5 s to import) in the functions that build models: Backb
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import CELLS_BACKBONES, DEFAULT_BACKBONE, DINO_BACKBONE, POOLINGS, default_pooling
+from .config import CELLS_BACKBONES, CPU_BACKBONE_BATCH, DEFAULT_BACKBONE, DINO_BACKBONE, POOLINGS, default_pooling
 from .errors import BackboneError
 from .runtime import RUNTIMES, onnx_features, onnx_session, resolve_device
 
@@ -335,7 +335,7 @@ class Backbone:
     def batch_size(self) -> int:
         """Frames per model call by default. On CPU small batches are cheaper per frame, their activations
         stay in cache (efficientnet-lite0, 1 thread: ~21 ms CPU time per frame at 8, ~31 ms at 64)."""
-        return 64 if self.device.type == "cuda" else 8
+        return 64 if self.device.type == "cuda" else CPU_BACKBONE_BATCH
 
     def encode_frames(self, frames: np.ndarray, batch_size: int | None = None) -> np.ndarray:
         """(N, H, W, 3) uint8 RGB frames of any size -> (N, dim) float32 features."""

@@ -21,6 +21,7 @@ DEFAULT_BACKBONE = "efficientnet-lite0"  # works offline: its weights ship on Py
 DINO_BACKBONE = "dinov2-vits14-reg"      # the paper's backbone (weights from the Hugging Face hub)
 DECODE_TIMEOUT_S = 120.0                 # a decoder silent this long on one file is killed, the file recorded
 DECODE_WORKERS = 2                       # decoder processes
+CPU_BACKBONE_BATCH = 8                   # frames per backbone call on the CPU (lift.backbones.Backbone.batch_size)
 LIFT_SPECS = ("auto", "fit", "official")  # or a checkpoint path
 POOLINGS = ("global", "global+cells")    # the features per frame (lift/backbones.py says what each is)
 CELLS_BACKBONES = ("efficientnet-lite0",)  # those with a "global+cells" pooling (lift.backbones.LITE0_CELLS)

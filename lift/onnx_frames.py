@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import numpy as np
 
-BATCH_SIZE = 8  # frames per model call on the CPU, as lift.backbones.Backbone.batch_size
+from .config import CPU_BACKBONE_BATCH
 
 
 class OnnxFrames:
     """Frames (N, H, W, 3) uint8 RGB -> features (N, D) float32, from a backbone record (BackboneRecord.to_dict())
     and the bytes of its ONNX export, on ``threads`` CPU threads."""
 
-    device, runtime, batch_size = "cpu", "onnxruntime", BATCH_SIZE
+    device, runtime, batch_size = "cpu", "onnxruntime", CPU_BACKBONE_BATCH
 
     def __init__(self, record: dict, onnx: bytes, threads: int):
         import onnxruntime as ort
