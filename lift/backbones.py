@@ -28,6 +28,7 @@ import torch  # timm (2.5 s to import) in the functions that build models: Backb
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .batches import fixed_batches
 from .config import CELLS_BACKBONES, CPU_BACKBONE_BATCH, DEFAULT_BACKBONE, DINO_BACKBONE, POOLINGS, default_pooling
 from .errors import BackboneError
 from .runtime import RUNTIMES, onnx_features, onnx_session, resolve_device
@@ -297,30 +298,12 @@ class Backbone:
         pixels = torch.rand(n, 3, self.preprocess.crop, self.preprocess.crop, generator=g).to(self.device)
         return (pixels - self._mean) / self._std
 
-    def _batches(self, videos: list[np.ndarray], batch_size: int):
-        """Preprocessed frames of all ``videos`` one after another, cut into batches of exactly ``batch_size``
-        frames (the last padded with zeros): (batch_size, 3, S, S) tensors on the device. Every model call has
-        the same shape, so a frame's features never depend on which frames share its batch (checked in
-        tests/test_stages.py: bit-identical on the CPU)."""
-        held, n = [], 0
-        for frames in videos:
-            for i in range(0, len(frames), batch_size):
-                x = self.preprocess_frames(frames[i:i + batch_size])
-                held.append(x)
-                n += len(x)
-                while n >= batch_size:
-                    x = torch.cat(held) if len(held) > 1 else held[0]
-                    yield x[:batch_size]
-                    held, n = [x[batch_size:]], n - batch_size
-        if n:
-            x = torch.cat(held)
-            yield torch.cat([x, x.new_zeros(batch_size - n, *x.shape[1:])])
-
     @torch.inference_mode()
     def _run(self, videos: list[np.ndarray], batch_size: int, fn: Callable[[torch.Tensor], torch.Tensor],
              out_dim: int) -> list[np.ndarray]:
         out = []
-        for x in self._batches(videos, batch_size):
+        pad = lambda x, k: torch.cat([x, x.new_zeros(k, *x.shape[1:])])  # noqa: E731
+        for x in fixed_batches(videos, batch_size, self.preprocess_frames, torch.cat, pad):
             # channels_last (NHWC) input: oneDNN then runs the convolutions in NHWC, ~1.6x faster for conv
             # nets on CPU (measured: efficientnet-lite0, 2 cores); the CPU model's weights stay contiguous,
             # so its state_dict can still be saved as it is

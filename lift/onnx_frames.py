@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .batches import fixed_batches
 from .config import CPU_BACKBONE_BATCH
 
 
@@ -51,24 +52,10 @@ class OnnxFrames:
                for v in videos):
             return self._torch_backbone().encode_videos(videos, batch_size)
         batch_size = batch_size or self.batch_size
-        out = [self.session.run(None, {"x": x})[0] for x in self._batches(videos, batch_size)]
+        out = [self.session.run(None, {"x": x})[0] for x in fixed_batches(videos, batch_size, self.preprocess, np.concatenate, _pad)]
         lengths = [len(v) for v in videos]
         rows = np.concatenate(out)[:sum(lengths)] if out else np.zeros((0, self.dim), np.float32)
         return np.split(rows, np.cumsum(lengths)[:-1])
-
-    def _batches(self, videos: list[np.ndarray], batch_size: int):
-        held, n = [], 0
-        for frames in videos:
-            for i in range(0, len(frames), batch_size):
-                held.append(self.preprocess(frames[i:i + batch_size]))
-                n += len(held[-1])
-                while n >= batch_size:
-                    x = np.concatenate(held) if len(held) > 1 else held[0]
-                    yield x[:batch_size]
-                    held, n = [x[batch_size:]], n - batch_size
-        if n:
-            x = np.concatenate(held)
-            yield np.concatenate([x, np.zeros((batch_size - n, *x.shape[1:]), np.float32)])
 
     def _torch_backbone(self):
         if self._resizing is None:
@@ -79,3 +66,7 @@ class OnnxFrames:
             torch.set_num_threads(self.threads)
             self._resizing = Backbone.from_onnx(BackboneRecord.from_dict(self.record), self.onnx, self.threads)
         return self._resizing
+
+
+def _pad(x: np.ndarray, k: int) -> np.ndarray:
+    return np.concatenate([x, np.zeros((k, *x.shape[1:]), x.dtype)])
