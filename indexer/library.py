@@ -15,14 +15,16 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from db import Database, MetadataDbError
-from db.location import new_schema
 from lift.files import atomic_write
 
 from .clips import ClipPlan, VideoInfo
+
+if TYPE_CHECKING:
+    from db import Database
 
 THUMB_HEIGHT = 96
 
@@ -49,6 +51,8 @@ class IndexDir:
     @property
     def db(self) -> Database:
         """Where this index's metadata lives: as metadata.json records, else the SQLite file index.db."""
+        from db import Database, MetadataDbError  # (SQLAlchemy: not for a Ray actor that caches features here)
+
         if not self.metadata_file.is_file():
             return Database.sqlite(self.sqlite)
         try:
@@ -65,6 +69,9 @@ class IndexDir:
         which `url` may only repeat; for a new index the one at `url` (on PostgreSQL in a new schema of its
         own; recorded in metadata.json first, so that a run killed before its first commit comes back to
         it), or by default index.db."""
+        from db import Database, MetadataDbError
+        from db.location import new_schema
+
         if url is None:
             return self.db
         asked = Database.parse(url)

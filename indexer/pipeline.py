@@ -12,6 +12,8 @@ import errno
 import logging
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -114,47 +116,55 @@ def _run_locked(roots, idx: IndexDir, opts: IndexOptions, report: IndexReport) -
     _clean_temp(idx)
     sessions = open_db(idx.choose_db(opts.db), write=True)
     device = resolve_device("auto" if opts.ray else opts.device)  # with Ray: the driver's, for the LiFT
-    backbone = _open_backbone(sessions, opts, device)  # refuses other weights or preprocessing, before any work
-    # (with Ray the driver's backbone only proves the record: the actors embed)
-    report.backbone = {"name": backbone.name, "device": str(backbone.device), "runtime": backbone.runtime}
-    _check_settings(sessions, opts, roots, backbone.record)
-    writer = Writer(sessions, idx, _open_store(idx, sessions, opts))
-    report.failures = writer.failures
-    report.repaired = writer.repair()
+    with ExitStack() as stack:  # with Ray: the connection (a cluster the run started stops with it)
+        if opts.ray:  # the driver loads its backbone while the cluster starts (--ray auto) or is joined
+            from .ray_runner import connected
 
-    with run.stage("scan"):                                    # 1. plan
-        plan = Planner(sessions, roots)()
-    for k, v in plan.counts.items():
-        setattr(report, k, v)
-    for f, reason in plan.unreadable:
-        writer.fail(f, reason)
-    writer.remove(plan.gone)
+            loading = stack.enter_context(ThreadPoolExecutor(1)).submit(_open_backbone, sessions, opts, device)
+            stack.enter_context(connected(opts, run))
+            backbone = loading.result()
+        else:
+            backbone = _open_backbone(sessions, opts, device)
+        report.backbone = {"name": backbone.name, "device": str(backbone.device), "runtime": backbone.runtime}
+        _check_settings(sessions, opts, roots, backbone.record)
+        writer = Writer(sessions, idx, _open_store(idx, sessions, opts))
+        report.failures = writer.failures
+        report.repaired = writer.repair()
 
-    cached, todo = plan.split(idx)                             # 2.-3. decode + embed, features cached
-    report.decoded = len(todo)
-    if opts.ray:  # the same stages on a Ray cluster: the Embedder there is built from this one's record
-        from .ray_runner import extract_features_ray as extract
-    else:
-        extract = extract_features
-    ready = extract(todo, Embedder(backbone, idx), opts, writer, run, report)
-    if opts.ray:  # a Ray worker killed while caching features (Ray restarts it, retries its task) left a temp file
-        _clean_temp(idx)
+        with run.stage("scan"):                                    # 1. plan
+            plan = Planner(sessions, roots)()
+        for k, v in plan.counts.items():
+            setattr(report, k, v)
+        for f, reason in plan.unreadable:
+            writer.fail(f, reason)
+        writer.remove(plan.gone)
 
-    with run.stage("lift"):                                    # 4. the LiFT: the index's, given, or trained
-        model, model_hash = _resolve_model(idx, sessions, opts, backbone, cached + ready, report, device)
-    describe = Describer(model.to(device))
-    writer.use_lift(describe, model_hash)                      # (re-describes all clips if it changed)
-    writer.add_all(cached + ready, describe, opts.checkpoint_videos, run, opts.progress)  # 5. store
-    report.clips_added, report.failed = writer.clips_added, len(writer.failures)
-    with run.stage("store"):
-        report.vectors = writer.store.maintain()  # merges, the approximate index; commits what it changed
-        report.vectors["search"] = writer.store.describe()
-    with sessions.begin() as s:
-        set_setting(s, "updated_at", time.strftime("%Y-%m-%d %H:%M:%S"))
-        report.videos_total = s.query(Video).count()
-        report.clips_total = s.query(Clip).count()
-    _collect_garbage(idx, model_hash)
-    testpoint("done")
+        cached, todo = plan.split(idx)                             # 2.-3. decode + embed, features cached
+        report.decoded = len(todo)
+        if opts.ray:  # the same stages on a Ray cluster: the Embedder there is built from this one's record
+            from .ray_runner import extract_features_ray as extract
+        else:
+            extract = extract_features
+        ready = extract(todo, Embedder(backbone, idx), opts, writer, run, report)
+        if opts.ray:  # a Ray worker killed while caching features (Ray restarts it, retries its task) left a
+            _clean_temp(idx)  # temp file; the cluster's work is done: disconnect (a cluster the run started stops)
+            stack.close()
+
+        with run.stage("lift"):                                    # 4. the LiFT: the index's, given, or trained
+            model, model_hash = _resolve_model(idx, sessions, opts, backbone, cached + ready, report, device)
+        describe = Describer(model.to(device))
+        writer.use_lift(describe, model_hash)                      # (re-describes all clips if it changed)
+        writer.add_all(cached + ready, describe, opts.checkpoint_videos, run, opts.progress)  # 5. store
+        report.clips_added, report.failed = writer.clips_added, len(writer.failures)
+        with run.stage("store"):
+            report.vectors = writer.store.maintain()  # merges, the approximate index; commits what it changed
+            report.vectors["search"] = writer.store.describe()
+        with sessions.begin() as s:
+            set_setting(s, "updated_at", time.strftime("%Y-%m-%d %H:%M:%S"))
+            report.videos_total = s.query(Video).count()
+            report.clips_total = s.query(Clip).count()
+        _collect_garbage(idx, model_hash)
+        testpoint("done")
 
 
 def extract_features(todo: list[Pending], embed: Embedder, opts: IndexOptions, writer: Writer,
@@ -163,13 +173,13 @@ def extract_features(todo: list[Pending], embed: Embedder, opts: IndexOptions, w
     this one; each video's features are cached as soon as they are made. Returns the videos that have them."""
     if not todo:
         return []
-    ready, batch, by_path, t0 = [], [], {p.file.path: p for p in todo}, time.perf_counter()
+    ready, batch, by_path = [], [], {p.file.path: p for p in todo}
     bar = progress_bar(len(todo), opts)
 
     def flush():
         run.add(embed([(d, p.content_hash) for d, p in batch]))
-        if not ready:  # start-up included: decoder processes, the first batch of videos
-            run.add({"first features (start-up)": time.perf_counter() - t0})
+        if not ready:  # the run's start-up: the backbone, decoder processes, the first batch of videos
+            run.add({"first features (start-up)": run.elapsed()})
         for d, p in batch:
             report.read_modes[d.read_mode] = report.read_modes.get(d.read_mode, 0) + 1
             ready.append(p)

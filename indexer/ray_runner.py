@@ -29,8 +29,8 @@ from __future__ import annotations
 import logging
 import os
 import pickle
-import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -45,8 +45,9 @@ from .decode import Decoded, DecoderConfig, failure_reason
 from .testpoint import enabled as _test_enabled
 from .testpoint import testpoint
 
-if TYPE_CHECKING:  # a decode actor imports this module: only what decoding needs, no torch, no database
-    from .stages import Embedder, EmbedderSpec, Pending, Runner, Writer
+if TYPE_CHECKING:  # an actor imports this module: only what decoding needs, no torch, no database
+    from .embed import Embedder, EmbedderSpec
+    from .stages import Pending, Runner, Writer
 
 log = logging.getLogger(__name__)
 
@@ -187,83 +188,92 @@ def actor_cpus(cpus: float, node_cpus: float, workers: int, embedders: int, spli
     return float(max(1, min(int(share), int(node_cpus))))
 
 
-def extract_features_ray(todo: list[Pending], embed: Embedder, opts: IndexOptions, writer: Writer, run: Runner,
-                         report) -> list[Pending]:
-    """Decode and embed ``todo`` on Ray (see the module docstring); returns the videos whose features are
-    cached now, in ``todo``'s order. Failures are recorded by ``writer`` as they arrive. ``embed`` is the
-    driver's Embedder: the actors build theirs from its backbone's record and index folder."""
-    if not todo:
-        return []
-    from .stages import EmbedderSpec, progress_bar
-
-    ray = _ray()
+@contextmanager
+def connected(opts: IndexOptions, run: Runner):
+    """This process on the Ray cluster of ``opts.ray`` (see connect) for the length of a run; disconnected after
+    if the run connected it (a cluster it started stops)."""
     with run.stage("ray (connect)"):
         ours = connect(opts.ray, opts.ray_cpus)
     try:
-        cpus, gpus = ray.cluster_resources().get("CPU", 0.0), ray.cluster_resources().get("GPU", 0.0)
-        if opts.device.startswith("cuda") and gpus < 1:
-            raise BackboneError(f"--device {opts.device} with --ray: the Ray cluster has no GPU (resources: {cpus:g} CPU)")
-        on_gpu = gpus >= 1 and opts.device != "cpu"
-        split = on_gpu or SPLIT_ON_CPU
-        embedders = int(gpus) if on_gpu else 1 if split else opts.workers
-        node_cpus = max(n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n["Alive"])
-        per_actor = actor_cpus(cpus, node_cpus, opts.workers, embedders, split)
-        report.backbone["ray"] = {"cpus": cpus, "gpus": gpus, "layout": "split" if split else "decode+embed",
-                                  "decoders": opts.workers, "embedders": embedders, "actor_cpus": per_actor,
-                                  "embedder_gpus": 1 if on_gpu else 0}
-        backbone = embed.backbone
-        decoder = DecoderConfig(backbone.preprocess.resize, opts.sampling, opts.timeout_s, _test_enabled("decoder"))
-        import torch
-
-        # CPU actors run the driver's ONNX export of the backbone (no timm, no weights to load: ~3 s sooner)
-        onnx = None if on_gpu or backbone.onnx_file is None else backbone.onnx_file.read_bytes()
-        threads = None if on_gpu else torch.get_num_threads() if split else max(1, int(per_actor))
-        spec = EmbedderSpec(backbone.record.to_dict(), str(embed.idx.root), "cuda" if on_gpu else "cpu",
-                            opts.runtime, opts.backbone_weights, threads, onnx)
-        ctx = ray.data.DataContext.get_current()
-        # videos come back as they are embedded (in input order, a long video would hold back the ones after
-        # it); the driver puts them back in todo's order: the local run's, so the same clip ids
-        ctx.execution_options.preserve_order = False
-        ctx.enable_progress_bars = False  # the driver's own bar below
-        logging.getLogger("ray.data").setLevel(logging.WARNING)
-
-        items = [{"i": i, "path": os.fsencode(p.file.path), "hash": p.content_hash or ""}
-                 for i, p in enumerate(todo)]
-        if split:
-            ds = (ray.data.from_items(items, override_num_blocks=-(-len(items) // DECODE_BATCH))
-                  .map_batches(DecodeActor, fn_constructor_kwargs={"config": decoder}, batch_size=DECODE_BATCH,
-                               compute=ray.data.ActorPoolStrategy(size=opts.workers), num_cpus=per_actor)
-                  .map_batches(EmbedActor, fn_constructor_kwargs={"spec": spec},
-                               batch_size=max(1, opts.batch_frames // opts.sampling.frames_per_clip),
-                               compute=ray.data.ActorPoolStrategy(size=embedders), num_cpus=1, num_gpus=1 if on_gpu else 0))
-        else:
-            ds = (ray.data.from_items(items, override_num_blocks=-(-len(items) // FUSED_BATCH))
-                  .map_batches(DecodeEmbedActor, fn_constructor_kwargs={"config": decoder, "spec": spec},
-                               batch_size=FUSED_BATCH, compute=ray.data.ActorPoolStrategy(size=opts.workers),
-                               num_cpus=per_actor))
-        ready, bar, t0, first = [], progress_bar(len(todo), opts), time.perf_counter(), True
-        testpoint("decode-start")
-        rows = iter(ds.iter_rows())
-        while True:
-            with run.stage("decode+embed (waiting)"):
-                row = next(rows, None)
-            if row is None:
-                break
-            if first:  # start-up included: the actors (imports, the backbone), the first batch of videos
-                run.add({"first features (start-up)": time.perf_counter() - t0})
-                first = False
-            p = todo[row["i"]]
-            run.add({"decode (workers)": row["decode_s"], "backbone": row["backbone_s"], "cache": row["cache_s"]})
-            if row["error"]:
-                writer.fail(p.file, row["error"].decode("utf-8", "surrogateescape"))
-            else:
-                report.backbone.update(device=row["device"], runtime=row["runtime"])
-                report.read_modes[row["read_mode"]] = report.read_modes.get(row["read_mode"], 0) + 1
-                ready.append((row["i"], p))
-                testpoint("feature-cached")
-            bar.update(1)
-        bar.close()
-        return [p for _, p in sorted(ready, key=lambda r: r[0])]
+        yield
     finally:
         if ours:
-            ray.shutdown()
+            _ray().shutdown()
+
+
+def extract_features_ray(todo: list[Pending], embed: Embedder, opts: IndexOptions, writer: Writer, run: Runner,
+                         report) -> list[Pending]:
+    """Decode and embed ``todo`` on the Ray cluster this process is connected to (`connected`; see the module
+    docstring); returns the videos whose features are cached now, in ``todo``'s order. Failures are recorded by
+    ``writer`` as they arrive. ``embed`` is the driver's Embedder: the actors build theirs from its backbone's
+    record and index folder."""
+    if not todo:
+        return []
+    from .embed import EmbedderSpec
+    from .stages import progress_bar
+
+    ray = _ray()
+    cpus, gpus = ray.cluster_resources().get("CPU", 0.0), ray.cluster_resources().get("GPU", 0.0)
+    if opts.device.startswith("cuda") and gpus < 1:
+        raise BackboneError(f"--device {opts.device} with --ray: the Ray cluster has no GPU (resources: {cpus:g} CPU)")
+    on_gpu = gpus >= 1 and opts.device != "cpu"
+    split = on_gpu or SPLIT_ON_CPU
+    embedders = int(gpus) if on_gpu else 1 if split else opts.workers
+    node_cpus = max(n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n["Alive"])
+    per_actor = actor_cpus(cpus, node_cpus, opts.workers, embedders, split)
+    report.backbone["ray"] = {"cpus": cpus, "gpus": gpus, "layout": "split" if split else "decode+embed",
+                              "decoders": opts.workers, "embedders": embedders, "actor_cpus": per_actor,
+                              "embedder_gpus": 1 if on_gpu else 0}
+    backbone = embed.backbone
+    decoder = DecoderConfig(backbone.preprocess.resize, opts.sampling, opts.timeout_s, _test_enabled("decoder"))
+    import torch
+
+    # CPU actors run the driver's ONNX export of the backbone (no timm, no weights to load: ~3 s sooner)
+    onnx = None if on_gpu or backbone.onnx_file is None else backbone.onnx_file.read_bytes()
+    threads = None if on_gpu else torch.get_num_threads() if split else max(1, int(per_actor))
+    spec = EmbedderSpec(backbone.record.to_dict(), str(embed.idx.root), "cuda" if on_gpu else "cpu",
+                        opts.runtime, opts.backbone_weights, threads, onnx)
+    ctx = ray.data.DataContext.get_current()
+    # videos come back as they are embedded (in input order, a long video would hold back the ones after
+    # it); the driver puts them back in todo's order: the local run's, so the same clip ids
+    ctx.execution_options.preserve_order = False
+    ctx.enable_progress_bars = False  # the driver's own bar below
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+
+    items = [{"i": i, "path": os.fsencode(p.file.path), "hash": p.content_hash or ""}
+             for i, p in enumerate(todo)]
+    if split:
+        ds = (ray.data.from_items(items, override_num_blocks=-(-len(items) // DECODE_BATCH))
+              .map_batches(DecodeActor, fn_constructor_kwargs={"config": decoder}, batch_size=DECODE_BATCH,
+                           compute=ray.data.ActorPoolStrategy(size=opts.workers), num_cpus=per_actor)
+              .map_batches(EmbedActor, fn_constructor_kwargs={"spec": spec},
+                           batch_size=max(1, opts.batch_frames // opts.sampling.frames_per_clip),
+                           compute=ray.data.ActorPoolStrategy(size=embedders), num_cpus=1, num_gpus=1 if on_gpu else 0))
+    else:
+        ds = (ray.data.from_items(items, override_num_blocks=-(-len(items) // FUSED_BATCH))
+              .map_batches(DecodeEmbedActor, fn_constructor_kwargs={"config": decoder, "spec": spec},
+                           batch_size=FUSED_BATCH, compute=ray.data.ActorPoolStrategy(size=opts.workers),
+                           num_cpus=per_actor))
+    ready, bar, first = [], progress_bar(len(todo), opts), True
+    testpoint("decode-start")
+    rows = iter(ds.iter_rows())
+    while True:
+        with run.stage("decode+embed (waiting)"):
+            row = next(rows, None)
+        if row is None:
+            break
+        if first:  # the run's start-up: the driver's, the actors' (imports, the backbone), the first videos
+            run.add({"first features (start-up)": run.elapsed()})
+            first = False
+        p = todo[row["i"]]
+        run.add({"decode (workers)": row["decode_s"], "backbone": row["backbone_s"], "cache": row["cache_s"]})
+        if row["error"]:
+            writer.fail(p.file, row["error"].decode("utf-8", "surrogateescape"))
+        else:
+            report.backbone.update(device=row["device"], runtime=row["runtime"])
+            report.read_modes[row["read_mode"]] = report.read_modes.get(row["read_mode"], 0) + 1
+            ready.append((row["i"], p))
+            testpoint("feature-cached")
+        bar.update(1)
+    bar.close()
+    return [p for _, p in sorted(ready, key=lambda r: r[0])]

@@ -2,7 +2,8 @@
 
     Planner    the roots against the database: what is new, changed, gone, unreadable      (driver)
     Decoder    the sampled frames of each video, in crash-isolated processes (DecodePool)    (CPU)
-    Embedder   decoded frames -> per-frame backbone features, cached in the index folder    (CPU or GPU)
+    Embedder   decoded frames -> per-frame backbone features, cached in the index folder    (CPU or GPU;
+               indexer/embed.py, light to import: a Ray actor needs it, not the database)
     Describer  cached features -> LiFT descriptors                                          (driver)
     Writer     failures, removals, and the database-then-vectors checkpoints                (driver, alone)
     Runner     times the stages
@@ -14,7 +15,6 @@ checkpoints, their order and what a crash can leave are the same however the fea
 from __future__ import annotations
 
 import logging
-import os
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -23,7 +23,6 @@ from pathlib import Path
 
 from typing import TYPE_CHECKING
 
-import cv2
 import numpy as np
 from sqlalchemy import delete, func, insert, select, update
 from tqdm.auto import tqdm
@@ -31,27 +30,28 @@ from tqdm.auto import tqdm
 from db import Clip, Failure, Video, delete_videos, get_setting, in_parts, set_setting
 from lift.config import IndexOptions
 
-from .decode import Decoded
-from .library import THUMB_HEIGHT, IndexDir, VideoFeatures
+from .embed import Embedder, EmbedderSpec, Timing, thumbnails
+from .library import IndexDir, VideoFeatures
 from .reconcile import reconcile
 from .scan import ScannedFile, content_hash, scan
 from .store import VectorStore
 from .testpoint import testpoint
 
-if TYPE_CHECKING:  # torch is imported where it is used (the Ray embed actor imports this module before it)
+if TYPE_CHECKING:  # torch is imported where it is used
     from lift import LiFT
-    from lift.backbones import Backbone
 
 log = logging.getLogger(__name__)
-
-Timing = dict[str, float]  # seconds per stage name
 
 
 class Runner:
     """Times the stages of a run into its report (clip-retrieval style)."""
 
     def __init__(self, stages: dict[str, float]):
-        self.stages = stages
+        self.stages, self.started = stages, time.perf_counter()
+
+    def elapsed(self) -> float:
+        """Seconds since the run started."""
+        return time.perf_counter() - self.started
 
     @contextmanager
     def stage(self, name: str):
@@ -144,74 +144,6 @@ class Planner:
         else:
             plan.counts["new"] += 1
         plan.pending.append(Pending(f, digest, v.id if v else None))
-
-
-# ---- embed --------------------------------------------------------------------------------------
-def thumbnails(decoded: Decoded) -> np.ndarray:
-    """(n_clips, THUMB_HEIGHT, w, 3) uint8: each clip's middle frame."""
-    pos = {int(f): i for i, f in enumerate(decoded.frame_indices)}
-    out = []
-    for p in decoded.plans:
-        img = decoded.frames[pos[p.frame_indices[len(p.frame_indices) // 2]]]
-        w = max(1, round(img.shape[1] * THUMB_HEIGHT / img.shape[0]))
-        out.append(cv2.resize(img, (w, THUMB_HEIGHT), interpolation=cv2.INTER_AREA))
-    return np.stack(out)
-
-
-@dataclass(frozen=True)
-class EmbedderSpec:
-    """How to build an Embedder elsewhere (a Ray actor): the index's backbone record, not the model."""
-
-    record: dict                     # BackboneRecord.to_dict(): name, weights digest and source, preprocessing
-    index: str                       # the index folder (on a shared filesystem for a cluster)
-    device: str = "auto"
-    runtime: str = "auto"
-    weights: str | None = None       # a weights file other than the recorded one (--backbone-weights)
-    threads: int | None = None       # torch threads on the CPU (None: as the process has them)
-    onnx: bytes | None = None        # the record's backbone exported to ONNX and checked by the driver (a CPU
-                                     # actor runs it without torch: lift.onnx_frames), else the actor builds it
-
-    def build(self) -> "Embedder":
-        if self.onnx is not None:  # without torch (lift.onnx_frames: most of a CPU actor's start-up)
-            from lift.onnx_frames import OnnxFrames
-
-            try:
-                return Embedder(OnnxFrames(self.record, self.onnx, self.threads or os.cpu_count() or 1),
-                                IndexDir(self.index))
-            except Exception as e:  # this node's ONNX Runtime is missing, or older than the driver's
-                log.warning("the driver's ONNX export of backbone %s does not run here (%s: %s): building the "
-                            "backbone from its record", self.record["name"], type(e).__name__, str(e)[:200])
-        import torch
-
-        from lift.backbones import BackboneRecord, backbone_from_record
-
-        if self.threads:
-            torch.set_num_threads(self.threads)
-        # refuses weights whose digest is not the record's
-        backbone = backbone_from_record(BackboneRecord.from_dict(self.record), self.device, self.weights, self.runtime)
-        return Embedder(backbone, IndexDir(self.index))
-
-
-class Embedder:
-    """Decoded videos -> their per-frame backbone features, cached in the index folder (stage 3).
-
-    Frames of all the videos of a call go through the backbone together, in batches of exactly
-    ``backbone.batch_size`` frames (the last padded): one call per batch, not per video, which is what keeps
-    a GPU busy, and every call has the same shape, so a video's features do not depend on which videos
-    share its batches (a resumed or distributed run gives the same features)."""
-
-    def __init__(self, backbone: "Backbone", idx: IndexDir):
-        self.backbone, self.idx = backbone, idx
-
-    def __call__(self, videos: list[tuple[Decoded, str]]) -> Timing:
-        """Embed and cache [(decoded video, its content hash)]; returns seconds per stage."""
-        t0 = time.perf_counter()
-        feats = self.backbone.encode_videos([d.frames for d, _ in videos])
-        t1 = time.perf_counter()
-        for (d, digest), f in zip(videos, feats):
-            VideoFeatures(d.info, d.plans, d.frame_indices, f, thumbnails(d), d.read_mode
-                          ).save(self.idx.features_path(digest))
-        return {"backbone": t1 - t0, "cache": time.perf_counter() - t1}
 
 
 # ---- describe -----------------------------------------------------------------------------------

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -23,6 +25,7 @@ from indexer.pipeline import run_index
 from tests.helpers import RAY_TEST_ENV, differences, good_videos, make_library, snapshot
 from tests.index_driver import options
 
+REPO = Path(__file__).resolve().parents[1]
 GROUPS = ("left_right", "up_down", "open_close")  # 6 good videos (two checkpoints of 3) + 3 bad files
 
 
@@ -107,7 +110,33 @@ def test_actors_ask_for_cpus_a_node_has():
     assert actor_cpus(64, 16, workers=8, embedders=4, split=True) == 1.0         # at most one each
 
 
-def test_a_ray_worker_killed_while_caching_features_leaves_no_temp_file(library, reference, tmp_path, monkeypatch):
+def test_a_run_that_fails_while_ray_connects_leaves_ray(tmp_path):
+    """With --ray the driver loads its backbone while it connects to Ray (`--ray auto` may be starting a cluster):
+    a backbone that cannot be loaded fails the run as it does without Ray, and the run leaves Ray (a cluster it
+    started stops)."""
+    code = """
+import sys, ray
+from indexer.pipeline import run_index
+from lift.config import IndexOptions
+from lift.errors import BackboneError
+try:
+    run_index([sys.argv[1]], sys.argv[2], IndexOptions(backbone="efficientnet-lite0", backbone_weights=sys.argv[3],
+                                                       ray="auto", ray_cpus=1, progress=False))
+except BackboneError as e:
+    print("refused:", e)
+print("connected after the run:", ray.is_initialized())
+"""
+    (tmp_path / "videos").mkdir()
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "videos"), str(tmp_path / "idx"),
+                          str(tmp_path / "missing.pth")], capture_output=True, text=True, cwd=REPO,
+                         env={**os.environ, **RAY_TEST_ENV}, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "refused: backbone weights file not found" in out.stdout, out.stdout
+    assert "connected after the run: False" in out.stdout
+
+
+def test_a_ray_worker_killed_while_caching_features_leaves_no_temp_file(library, reference, ray_cluster, tmp_path,
+                                                                        monkeypatch):
     """A Ray embedder killed in the middle of writing a video's features leaves its temp file in the index folder
     (Ray restarts the actor and retries the batch, which writes the features anew): the driver removes it when the
     stream ends. Here the Ray stage is the local one plus such a leftover, so that the moment of the kill is exact

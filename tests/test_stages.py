@@ -2,6 +2,11 @@
 do not depend on which videos share its batches), the Embedder's cache, and the measured autocast choice."""
 from __future__ import annotations
 
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -11,6 +16,8 @@ from indexer.library import IndexDir, VideoFeatures
 from indexer.stages import Embedder, EmbedderSpec
 from lift import load_backbone
 from lift.backbones import choose_amp_dtype
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +77,27 @@ def test_a_ray_actor_s_embedder_runs_the_driver_s_onnx_export_or_builds_the_back
                                   np.concatenate(driver.encode_videos(other)))
     resized = np.random.default_rng(1).integers(0, 256, (4, 240, 320, 3), dtype=np.uint8)  # not at the record's
     np.testing.assert_array_equal(lean.encode_videos([resized])[0], driver.encode_frames(resized))  # size: torch
+
+
+def test_a_ray_cpu_actor_embeds_and_caches_without_torch_or_the_database(videos, tmp_path):
+    """What a Ray CPU actor imports is its start-up on every worker: the embed stage with the driver's ONNX export
+    needs neither torch nor the database nor the vector store (SQLAlchemy alone cost each actor ~0.3 s)."""
+    driver = load_backbone("efficientnet-lite0", device="cpu", pooling="global")
+    spec = EmbedderSpec(driver.record.to_dict(), str(tmp_path / "actor"), "cpu", onnx=driver.onnx_file.read_bytes())
+    (tmp_path / "job.pkl").write_bytes(pickle.dumps((spec, videos[2])))
+    code = """
+import pickle, sys
+import indexer.ray_runner  # the actor's module
+spec, video = pickle.load(open(sys.argv[1], "rb"))
+spec.build()([(video, "v0")])
+heavy = sorted(m for m in ("torch", "timm", "sqlalchemy", "faiss", "db", "indexer.stages") if m in sys.modules)
+assert not heavy, f"a Ray CPU actor imports {heavy}"
+"""
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "job.pkl")], check=True, cwd=REPO)
+    Embedder(driver, IndexDir(tmp_path / "driver"))([(videos[2], "v0")])
+    a, b = (VideoFeatures.load(IndexDir(tmp_path / w).features_path("v0")) for w in ("actor", "driver"))
+    np.testing.assert_array_equal(a.feats, b.feats)
+    np.testing.assert_array_equal(a.thumbs, b.thumbs)
 
 
 def test_the_autocast_dtype_is_chosen_by_measuring_it():
