@@ -116,8 +116,11 @@ def _run_locked(roots, idx: IndexDir, opts: IndexOptions, report: IndexReport) -
     _clean_temp(idx)
     sessions = open_db(idx.choose_db(opts.db), write=True)
     device = resolve_device("auto" if opts.ray else opts.device)  # with Ray: the driver's, for the LiFT
+    # The backbone refuses other weights or preprocessing than the index's, before any work. With Ray it only
+    # proves the record (the actors embed), and loads while the driver joins the cluster or starts one (--ray
+    # auto), even for a run that will find nothing new: that is known only once the backbone has checked the index.
     with ExitStack() as stack:  # with Ray: the connection (a cluster the run started stops with it)
-        if opts.ray:  # the driver loads its backbone while the cluster starts (--ray auto) or is joined
+        if opts.ray:
             from .ray_runner import connected
 
             loading = stack.enter_context(ThreadPoolExecutor(1)).submit(_open_backbone, sessions, opts, device)

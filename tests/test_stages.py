@@ -1,5 +1,6 @@
-"""The stages of indexer/stages.py on their own: fixed-shape backbone batches across videos (a video's features
-do not depend on which videos share its batches), the Embedder's cache, and the measured autocast choice."""
+"""The stages on their own (indexer/stages.py, indexer/embed.py): fixed-shape backbone batches across videos (a
+video's features do not depend on which videos share its batches), the Embedder's cache, what a Ray CPU actor's
+embedder imports, and the measured autocast choice."""
 from __future__ import annotations
 
 import pickle
@@ -12,8 +13,8 @@ import pytest
 import torch
 
 from indexer.decode import decode_one
+from indexer.embed import Embedder, EmbedderSpec
 from indexer.library import IndexDir, VideoFeatures
-from indexer.stages import Embedder, EmbedderSpec
 from lift import load_backbone
 from lift.backbones import choose_amp_dtype
 
