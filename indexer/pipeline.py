@@ -34,7 +34,8 @@ from lift.train import fit, lift_config
 from .decode import DecoderConfig, failure_reason
 from .library import IndexDir, VideoFeatures
 from .lock import IndexLock
-from .stages import Describer, Embedder, Pending, Planner, Runner, Writer, progress_bar, write_checkpoint
+from .embed import Embedder
+from .stages import Describer, Pending, Planner, Runner, Writer, progress_bar, write_checkpoint
 from .store import StoreError, VectorStore
 from .testpoint import enabled as _test_enabled
 from .testpoint import testpoint

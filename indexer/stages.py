@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from db import Clip, Failure, Video, delete_videos, get_setting, in_parts, set_setting
 from lift.config import IndexOptions
 
-from .embed import Embedder, EmbedderSpec, Timing, thumbnails
+from .embed import Timing
 from .library import IndexDir, VideoFeatures
 from .reconcile import reconcile
 from .scan import ScannedFile, content_hash, scan
@@ -293,5 +293,5 @@ def progress_bar(total: int, opts: IndexOptions) -> tqdm:
     return tqdm(total=total, desc="decode+embed", unit="video", disable=not opts.progress)
 
 
-__all__ = ["Runner", "Timing", "Pending", "Plan", "Planner", "thumbnails",
-           "EmbedderSpec", "Embedder", "Describer", "Writer", "write_checkpoint", "progress_bar"]
+__all__ = ["Runner", "Timing", "Pending", "Plan", "Planner", "Describer", "Writer", "write_checkpoint",
+           "progress_bar"]  # the Embedder: indexer.embed
